@@ -1,0 +1,238 @@
+"""Typed run configuration: dataclasses, per dataset x method YAML files, key=value overrides.
+
+A run's config has three sections:
+  data:   which benchmark and how to read it (DataConfig)
+  train:  the protocol's settings, shared by every method (TrainConfig)
+  method: the method's own dataclass (its `Config`), e.g. dropouts, loss options, lr
+YAML files under `avgzsl/configs/<dataset>/<method>.yaml` hold the reference hyper-parameters;
+`section.key=value` overrides are parsed as YAML scalars and type-checked against the dataclass,
+and an unknown key is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DATASETS = ("UCF", "ActivityNet", "VGGSound")
+
+
+@dataclass
+class DataConfig:
+    """Where the benchmark is and how to read it."""
+
+    dataset: str = "UCF"
+    root: str = ""  # the dataset folder holding class-split/ and features/
+    feature_set: str = "main"  # main (SeLaVi 512/512) or cls (VGGish 128 / C3D 4096)
+    split: str = "main_split"  # main_split or cls_split
+    temporal: bool = False  # per-second (TCaF) features instead of averaged (AVCA)
+    legacy_text_order: bool = False  # reproduce the reference loaders' text misalignment
+    cache_dir: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """The two-stage protocol's settings (protocol.md section 5)."""
+
+    epochs: int = 50
+    n_batches: int = 500  # class-balanced batches, drawn with replacement, per epoch
+    batch_size: int = 256
+    lr_patience: int = 3  # ReduceLROnPlateau(mode=max) on stage-1 val HM
+    lr_factor: float = 0.1
+    # Stage 2 has no clean validation set. "replay" re-uses stage 1's learning rate of each epoch, so both
+    # stages run the same schedule; "reference" steps the scheduler on the HM of the (trained-on) stage-1
+    # val split, as the reference code does.
+    stage2_lr: str = "replay"
+    beta_grid: list[float] = field(default_factory=lambda: [0.0, 3.0, 16.0])  # linspace(start, stop, num)
+    eval_batch_size: int = 4096
+    save_checkpoints: str = "best"  # "best" (stage-1 best + stage-2 test model), "all" (every epoch) or "none"
+    device: str = "cpu"
+    num_threads: int = 0  # 0 = torch's default
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    method_name: str = "avca"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method: Any = None  # the method's Config dataclass instance
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _resolve_type(tp: Any) -> Any:
+    return tp
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check (and gently convert) `value` against the annotation `tp`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} does not match {tp}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return update_dataclass(tp(), value, where)
+    return value
+
+
+def update_dataclass(obj: Any, values: dict, where: str) -> Any:
+    """Set the fields of `obj` from `values`, type-checked; unknown keys raise ConfigError."""
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown key {where}.{key}; valid keys: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            update_dataclass(current, value, f"{where}.{key}")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], f"{where}.{key}"))
+    return obj
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['train.epochs=15', 'method.dropout=0.1'] -> nested dict, values parsed as YAML scalars."""
+    tree: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {item!r}: the key must name a section, e.g. train.epochs=15")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return tree
+
+
+def default_config_path(dataset: str, method: str) -> Path:
+    return CONFIG_DIR / dataset / f"{method}.yaml"
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_config(
+    method: str,
+    dataset: str,
+    overrides: list[str] | dict | None = None,
+    config_file: str | Path | None = None,
+) -> RunConfig:
+    """Resolve a run's config: dataclass defaults < configs/<dataset>/<method>.yaml < config_file < overrides."""
+    from avgzsl.methods import get_method
+
+    method_cls = get_method(method)
+    cfg = RunConfig(method_name=method, method=method_cls.Config())
+    cfg.data.dataset = dataset
+    tree: dict = {}
+    path = default_config_path(dataset, method)
+    if path.exists():
+        tree = _merge(tree, _load_yaml(path))
+    if config_file is not None:
+        tree = _merge(tree, _load_yaml(Path(config_file)))
+    if overrides:
+        tree = _merge(tree, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    return apply_tree(cfg, tree)
+
+
+def apply_tree(cfg: RunConfig, tree: dict) -> RunConfig:
+    for key, value in tree.items():
+        if key in ("data", "train", "method"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"section {key!r} must be a mapping")
+            update_dataclass(getattr(cfg, key), value, key)
+        elif key == "seed":
+            cfg.seed = _coerce(value, int, "seed")
+        else:
+            raise ConfigError(f"unknown top-level key {key!r}; valid: data, train, method, seed")
+    return cfg
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        with open(path) as fh:
+            tree = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return tree
+
+
+def config_from_dict(tree: dict) -> RunConfig:
+    """Rebuild a RunConfig from a saved `config.yaml` (e.g. to re-score a finished run)."""
+    tree = dict(tree)
+    method = tree.pop("method_name")
+    dataset = tree.get("data", {}).get("dataset", "UCF")
+    from avgzsl.methods import get_method
+
+    cfg = RunConfig(method_name=method, method=get_method(method).Config())
+    cfg.data.dataset = dataset
+    return apply_tree(cfg, tree)
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    from avgzsl.runs import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

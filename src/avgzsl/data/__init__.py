@@ -1,0 +1,5 @@
+"""Benchmark data: on-disk readers, class/text mapping, the synthetic generator, batch sampling."""
+
+from avgzsl.data.types import PHASES, SUBSPLITS, Batch, Benchmark, Features, Phase, SampleSet
+
+__all__ = ["PHASES", "SUBSPLITS", "Batch", "Benchmark", "Features", "Phase", "SampleSet"]

@@ -1,0 +1,92 @@
+"""The method interface: everything the protocol runner calls on a method, and nothing more.
+
+A method is an nn.Module built from a `DataDims` and its own config dataclass. The protocol
+(`avgzsl.protocol`) trains it with `optimization_step`, scores it with `distances`, and logs
+`epoch_diagnostics`; it never looks inside. Adding a method = one module in `avgzsl/methods/`
+registered with `@register_method`, plus `configs/<dataset>/<name>.yaml`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from avgzsl.data.types import Batch
+
+
+@dataclass(frozen=True)
+class DataDims:
+    """Shapes a method needs to build itself."""
+
+    audio_dim: int
+    video_dim: int
+    text_dim: int
+    temporal: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser settings every method has (Adam, as all references use)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+
+
+class Method(nn.Module):
+    """Base class of every method.
+
+    Subclasses set `Config` (a dataclass, usually extending OptimConfig) and implement
+    `training_step` and either `distances` or the pair `embed_samples` / `embed_classes`.
+    """
+
+    Config: ClassVar[type] = OptimConfig
+    #: whether the protocol must attach a negative batch (another class's sample and text) to each batch
+    uses_negatives: ClassVar[bool] = False
+
+    def __init__(self, cfg: Any, dims: DataDims):
+        super().__init__()
+        self.cfg = cfg
+        self.dims = dims
+
+    # --- training -------------------------------------------------------------------------------
+    def training_step(self, batch: Batch) -> dict[str, Tensor]:
+        """Loss of one batch: {"loss": scalar tensor, other named scalar terms...}."""
+        raise NotImplementedError
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def optimization_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+        """One update. Methods that modulate gradients (DAAN's CSGM) override this.
+
+        Returns the loss terms, detached (the runner averages them per epoch without syncing each step).
+        """
+        optimizer.zero_grad(set_to_none=True)
+        terms = self.training_step(batch)
+        terms["loss"].backward()
+        optimizer.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    def epoch_diagnostics(self) -> dict[str, float]:
+        """Extra per-epoch numbers for the run's metrics (and reset of their accumulators)."""
+        return {}
+
+    # --- scoring ----------------------------------------------------------------------------------
+    def embed_samples(self, batch: Batch) -> Tensor:
+        """[B, E] embedding of each sample, compared with `embed_classes` by L2 distance."""
+        raise NotImplementedError
+
+    def embed_classes(self, class_text: Tensor) -> Tensor:
+        """[C, E] embedding of each class's text embedding."""
+        raise NotImplementedError
+
+    def distances(self, batch: Batch, class_text: Tensor) -> Tensor:
+        """[B, C] distance of every sample to every class (lower is closer).
+
+        Default: plain L2 between sample and class embeddings (protocol.md section 4). Methods whose
+        score is a similarity return its negation.
+        """
+        return torch.cdist(self.embed_samples(batch), self.embed_classes(class_text))
