@@ -74,10 +74,6 @@ class ConfigError(ValueError):
     pass
 
 
-def _resolve_type(tp: Any) -> Any:
-    return tp
-
-
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check (and gently convert) `value` against the annotation `tp`."""
     origin = typing.get_origin(tp)

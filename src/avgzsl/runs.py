@@ -1,0 +1,124 @@
+"""A run directory: config, per-epoch metrics, checkpoints, log and results, all written atomically.
+
+    <run_dir>/config.yaml        the resolved config (what `avgzsl run` was told, after YAML + overrides)
+    <run_dir>/metrics.jsonl      one JSON object per epoch and stage
+    <run_dir>/log.txt            the run's log
+    <run_dir>/checkpoints/       stage1_best.pt, stage2_test.pt (and stage{1,2}_epoch{N}.pt with "all")
+    <run_dir>/results.json       final scores; written last, so its presence means the run finished
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LOG = logging.getLogger("avgzsl")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: a killed writer leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    """Owns the files of one run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = self.path / "checkpoints"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.results_file = self.path / "results.json"
+        self.config_file = self.path / "config.yaml"
+        self.log_file = self.path / "log.txt"
+        self._handler: logging.Handler | None = None
+
+    def start(self) -> None:
+        """Begin a fresh run here: clear files of an earlier, possibly killed, run and open the log."""
+        for stale in (self.metrics_file, self.results_file):
+            stale.unlink(missing_ok=True)
+        self._handler = logging.FileHandler(self.log_file, mode="w")
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger("avgzsl").addHandler(self._handler)
+        logging.getLogger("avgzsl").setLevel(logging.INFO)
+
+    def close(self) -> None:
+        if self._handler is not None:
+            logging.getLogger("avgzsl").removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+
+    def log_metrics(self, row: dict) -> None:
+        # Appending one line is atomic enough: a killed run loses at most the line being written,
+        # and readers skip a torn last line.
+        with open(self.metrics_file, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_file)
+
+    def save_checkpoint(self, name: str, state: dict) -> Path:
+        path = self.checkpoints / f"{name}.pt"
+        atomic_torch_save(path, state)
+        return path
+
+    def write_results(self, results: dict) -> None:
+        atomic_write_json(self.results_file, results)
+
+    def read_results(self) -> dict:
+        with open(self.results_file) as fh:
+            return json.load(fh)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if not Path(path).exists():
+        return rows
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line of a killed run
+    return rows
