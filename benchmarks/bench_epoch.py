@@ -1,0 +1,117 @@
+"""Speed of the protocol runner for one method: seconds per epoch, step vs bare step, evaluation, memory.
+
+    python benchmarks/bench_epoch.py --method avca [--source ../shared/benchmarks/UCF] [--batches 500]
+
+- epoch: one stage-1 epoch through the real runner (`train_stage`): n_batches class-balanced batches
+  with negatives, then scoring of the stage-1 val split over the beta grid (what the protocol does).
+- step vs bare step: the runner's per-batch cost (sampling by indexing + `optimization_step` +
+  loss bookkeeping) against a bare forward/backward/Adam step of the same model on batches that
+  are already in memory. The ratio is the runner's overhead.
+- evaluation: embedding + distances + the vectorised beta-grid scoring of stage-1 val and of test.
+- peak memory: the process's max resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from avgzsl.config import build_config
+from avgzsl.data.loading import load_benchmark
+from avgzsl.data.sampling import BalancedBatchSampler
+from avgzsl.data.synth import generate_benchmark
+from avgzsl.protocol import build_method, score_phase, seed_everything, train_stage
+from avgzsl.runs import RunDir
+
+
+def bare_step_seconds(cfg, bench, n_steps: int) -> float:
+    """Forward/backward/Adam of the same model on pre-drawn, in-memory batches (no runner around it)."""
+    gen = seed_everything(cfg.seed)
+    method = build_method(cfg, bench)
+    opt = method.configure_optimizer()
+    sampler = BalancedBatchSampler(bench.phases["stage1_train"].samples, bench.text, cfg.train.batch_size, gen,
+                                   with_negatives=method.uses_negatives)
+    batches = [sampler.draw() for _ in range(8)]
+    method.train()
+    for b in batches[:3]:  # warm-up
+        opt.zero_grad(set_to_none=True)
+        method.training_step(b)["loss"].backward()
+        opt.step()
+    t0 = time.perf_counter()
+    for i in range(n_steps):
+        opt.zero_grad(set_to_none=True)
+        method.training_step(batches[i % len(batches)])["loss"].backward()
+        opt.step()
+    return (time.perf_counter() - t0) / n_steps
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="avca")
+    p.add_argument("--dataset", default="UCF")
+    p.add_argument("--source", default="../shared/benchmarks/UCF", help="class-split source for the synthetic data")
+    p.add_argument("--root", default=None, help="an existing benchmark folder (skips generation)")
+    p.add_argument("--batches", type=int, default=500)
+    p.add_argument("--bare-steps", type=int, default=100)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the numbers here")
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    tmp = tempfile.TemporaryDirectory()
+    root = args.root
+    if root is None:
+        source = args.source if Path(args.source).is_dir() else None
+        root = generate_benchmark(Path(tmp.name) / "data", source=source, scale=1.0, seed=0, temporal=False,
+                                  progress=False)
+    cfg = build_config(args.method, args.dataset,
+                       [f"data.root={root}", f"train.n_batches={args.batches}", "train.progress=false",
+                        "train.save_checkpoints=none"] + args.overrides)
+    if root != args.root:
+        cfg.data.dataset = Path(root).name
+    t0 = time.perf_counter()
+    bench = load_benchmark(cfg.data, progress=False)
+    load_s = time.perf_counter() - t0
+
+    bare = bare_step_seconds(cfg, bench, args.bare_steps)
+    stage = train_stage(1, bench, cfg, RunDir(Path(tmp.name) / "run"), epochs=1)
+    row = stage.history[0]
+    step = row["train_seconds"] / cfg.train.n_batches
+    t1 = time.perf_counter()
+    score_phase(stage.method, bench.phases["test"], bench, cfg)
+    test_eval = time.perf_counter() - t1
+
+    out = {
+        "method": args.method,
+        "data": f"{bench.name} synthetic, scale 1: {len(bench.phases['stage1_train'].samples)} stage-1 train, "
+                f"{len(bench.phases['stage1_val'].samples)} val, {len(bench.phases['test'].samples)} test samples",
+        "batches_per_epoch": cfg.train.n_batches,
+        "batch_size": cfg.train.batch_size,
+        "threads": torch.get_num_threads(),
+        "load_seconds": round(load_s, 2),
+        "epoch_seconds": round(stage.seconds, 2),
+        "train_seconds": row["train_seconds"],
+        "val_eval_seconds": row["eval_seconds"],
+        "test_eval_seconds": round(test_eval, 3),
+        "step_ms": round(1000 * step, 2),
+        "bare_step_ms": round(1000 * bare, 2),
+        "step_over_bare": round(step / bare, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    print(json.dumps(out, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The command line end to end on a tiny synthetic benchmark (no files outside the repo)."""
+
+import json
+
+import pytest
+
+from avgzsl.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    assert main(["synth", "--out", str(out), "--scale", "0.05", "--quiet"]) == 0
+    (root,) = [p for p in out.iterdir() if p.is_dir()]
+    return root
+
+
+def test_run_evaluate_and_table(tmp_path, tiny_root, capsys):
+    run_dir = tmp_path / "run"
+    code = main(["run", "--method", "avca", "--dataset", "UCF", "--root", str(tiny_root), "--out", str(run_dir),
+                 "--quiet", "data.dataset=" + tiny_root.name, "train.epochs=2", "train.n_batches=3",
+                 "train.batch_size=32"])
+    assert code == 0
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["method"] == "avca" and res["dataset"] == tiny_root.name
+    printed = capsys.readouterr().out
+    assert f"{res['test']['HM']:.2f}" in printed  # the table shows the test numbers
+
+    assert main(["evaluate", str(run_dir), "--json"]) == 0
+    out = capsys.readouterr().out
+    rescored = json.loads(out[out.index("{"):])
+    assert rescored["test"]["HM"] == pytest.approx(res["test"]["HM"])
+    assert rescored["test"]["ZSL"] == pytest.approx(res["test"]["ZSL"])
+
+    assert main(["table", str(run_dir)]) == 0
+    assert "| avca | 1 |" in capsys.readouterr().out
+
+
+def test_bad_override_is_a_clear_error(tiny_root, capsys):
+    code = main(["run", "--root", str(tiny_root), "--quiet", "train.epochs=lots"])
+    assert code == 2
+    assert "train.epochs" in capsys.readouterr().err
+
+
+def test_missing_root_is_a_clear_error(tmp_path, capsys):
+    code = main(["run", "--root", str(tmp_path / "nowhere"), "--quiet", "train.epochs=1"])
+    assert code == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_demo_runs_the_whole_protocol(tmp_path, capsys):
+    code = main(["demo", "--out", str(tmp_path), "--scale", "0.05", "--epochs", "1", "--batches", "2", "--quiet"])
+    assert code == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["best_epoch"] == 1
+    assert "test" in capsys.readouterr().out
+
+
+def test_ls_lists_methods(capsys):
+    assert main(["ls"]) == 0
+    assert "avca" in capsys.readouterr().out.split()
