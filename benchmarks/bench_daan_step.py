@@ -1,0 +1,120 @@
+"""Seconds per DAAN training step with CSGM full / vc / off, and the Base, at a dataset's settings.
+
+    PYTHONPATH=src python benchmarks/bench_daan_step.py [--dataset UCF] [--steps 20] [--rounds 3] [--threads 0]
+
+Random 512-d audio / video features and 300-d text, batch size and hyper-parameters from
+configs/<dataset>/daan.yaml, a negative batch attached (as the protocol does). Each variant runs
+`optimization_step` (forward of positives and negatives, loss, backward, CSGM, Adam). The variants are
+timed in interleaved rounds and the median per variant is reported, so that a busy machine disturbs
+them alike. The number to watch is full / off: the cost of CSGM (target <= 1.3). On a busy machine that
+ratio is noisy; `csgm_own_seconds_per_step` times CSGM's own calls (eta, V_o, noise) directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from avgzsl.config import build_config
+from avgzsl.data.types import Batch
+from avgzsl.methods import DataDims
+from avgzsl.methods.daan import DAAN
+
+VARIANTS = {
+    "csgm_full": {"csgm": "full"},
+    "csgm_vc": {"csgm": "vc"},
+    "csgm_off": {"csgm": "off"},
+    "base": {"use_qdma": False, "csgm": "off"},
+}
+
+
+def random_batch(b: int, device, g: torch.Generator) -> Batch:
+    def one():
+        return Batch(torch.randn(b, 512, generator=g), torch.randn(b, 512, generator=g),
+                     torch.randint(0, 30, (b,), generator=g), torch.randn(b, 300, generator=g))
+
+    batch = one()
+    batch.negative = one()
+    return batch.to(device)
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_csgm_calls(model: DAAN, device, acc: list[float]) -> None:
+    """Wrap the model's CSGM calls (eta from distances; V_o + noise) to time CSGM's own work directly."""
+    csgm = model.csgm
+    for name in ("prepare", "after_backward"):
+        fn = getattr(csgm, name)
+
+        def timed(*a, _fn=fn, **kw):
+            sync(device)
+            t0 = time.perf_counter()
+            out = _fn(*a, **kw)
+            sync(device)
+            acc.append(time.perf_counter() - t0)
+            return out
+
+        setattr(csgm, name, timed)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="UCF")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per variant per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    models, opts, batches = {}, {}, {}
+    for name, over in VARIANTS.items():
+        cfg = build_config("daan", args.dataset, {"method": over})
+        torch.manual_seed(0)
+        model = DAAN(cfg.method, DataDims(512, 512, 300)).to(device).train()
+        models[name], opts[name] = model, model.configure_optimizer()
+        g = torch.Generator().manual_seed(1)
+        batches[name] = [random_batch(cfg.train.batch_size, device, g) for _ in range(4)]
+        for i in range(args.warmup):
+            model.optimization_step(batches[name][i % 4], opts[name])
+    batch_size = cfg.train.batch_size
+    csgm_own: list[float] = []
+    time_csgm_calls(models["csgm_full"], device, csgm_own)
+
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name in VARIANTS:
+            model, opt, bs = models[name], opts[name], batches[name]
+            sync(device)
+            t0 = time.perf_counter()
+            for i in range(args.steps):
+                model.optimization_step(bs[i % 4], opt)
+            sync(device)
+            times[name].append((time.perf_counter() - t0) / args.steps)
+
+    med = {name: statistics.median(t) for name, t in times.items()}
+    report = {
+        "dataset": args.dataset, "batch_size": batch_size, "device": str(device),
+        "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds,
+        "seconds_per_step": {k: round(v, 5) for k, v in med.items()},
+        "all_rounds": {k: [round(x, 5) for x in v] for k, v in times.items()},
+        "csgm_own_seconds_per_step": round(sum(csgm_own) / len(times["csgm_full"]) / args.steps, 5),
+        "ratio_full_over_off": round(med["csgm_full"] / med["csgm_off"], 3),
+        "ratio_vc_over_off": round(med["csgm_vc"] / med["csgm_off"], 3),
+        "ratio_off_over_base": round(med["csgm_off"] / med["base"], 3),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

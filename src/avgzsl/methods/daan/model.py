@@ -1,0 +1,246 @@
+"""DAAN (Discrepancy-Aware Attention Network): QDMA encoders, audio-visual cross-attention, AVCA's
+alignment head and loss, and CSGM gradient modulation. See docs in `avgzsl/methods/daan/__init__.py`
+and the specification daan.md; every reconstructed choice is a field of `DAANConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from avgzsl.data.types import Batch
+from avgzsl.methods.avca import AlignmentHead, alignment_loss
+from avgzsl.methods.base import DataDims, Method, OptimConfig
+from avgzsl.methods.daan.csgm import CSGM, MODALITIES, CSGMSettings
+from avgzsl.methods.daan.qdma import QDMA, MLPEncoder
+from avgzsl.methods.layers import TokenTransformer
+from avgzsl.methods.registry import register_method
+
+
+@dataclass
+class DAANConfig(OptimConfig):
+    """DAAN's hyper-parameters. Defaults: the paper's UCF settings; [R] marks a reconstructed choice,
+    [AVCA] a value the paper does not give, taken from AVCA's UCF run."""
+
+    lr: float = 1e-3  # paper
+    weight_decay: float = 1e-5  # [AVCA]
+    # --- sizes (paper: input 512, hidden 512, output 300)
+    hidden_dim: int = 512
+    out_dim: int = 300
+    # --- dropouts and BatchNorm, AVCA's names and UCF values [AVCA]
+    embedding_dropout: float = 0.2  # QDMA refinement (or the Base's MLP encoder)
+    decoder_dropout: float = 0.3  # P_a, P_v
+    additional_dropout: float = 0.5  # P_w, D, R_a, R_v
+    momentum: float = 0.1  # every BatchNorm
+    # --- QDMA (daan.md 1)
+    use_qdma: bool = True  # False: the ablation's Base encoder, EmbeddingNet in -> mlp_hidden -> hidden
+    mlp_hidden: int = 512  # Base encoder's hidden size (AVCA's encoder)
+    n_tokens: int = 8  # [R] chunks of an averaged feature
+    heads: int = 4  # [R] differential-attention heads
+    attn_dim: int = 0  # [R] total width of V (2d per head); 0 = the token size
+    beta: float = 1.15  # paper's w (UCF 1.15, ActivityNet 0.5, VGGSound 1.2); our reading of the damaged text
+    beta_init: float = 0.2  # [R] refinement scale (1 - beta_init), Differential Transformer's first-layer value
+    pos_emb: str = "auto"  # [R] auto | learned | sinusoidal | none (auto: learned chunks, sinusoidal time steps)
+    use_tcn: bool = True
+    tcn_layers: int = 2  # paper's n (UCF 2, ActivityNet 3, VGGSound 5)
+    tcn_kernel: int = 3  # paper's k (UCF 3, ActivityNet 9, VGGSound 5)
+    tcn_input: str = "reshape"  # [R] reshape (o_m as a pseudo-sequence) | tokens (the token sequence)
+    tcn_steps: int = 8  # [R] pseudo-sequence length for tcn_input=reshape (hidden / tcn_steps channels)
+    # --- cross-attention (daan.md 2)
+    cross: str = "attention"  # attention (the spec's, default) | transformer (AVCA's 2-token) | none
+    cross_heads: int = 4  # [R]
+    cross_ffn_dim: int = 512  # [R]
+    cross_dropout: float | None = None  # [R] None = embedding_dropout (as AVCA's attention block)
+    # --- loss (daan.md 4)
+    margin: float = 1.0
+    # --- CSGM (daan.md 5)
+    csgm: str = "full"  # off | vc (convergence rate only: the ablation's CSGM(V_c)) | full
+    gamma: float = 0.45  # paper (UCF 0.45, ActivityNet 0.5, VGGSound 0.6)
+    rho: float = 1.0  # [R] steepness of eta = max(1 - tanh(rho relu(s - 1)), gamma)
+    noise: bool = True  # paper's eps ~ N(0, std(G)^2) on the modulated gradient
+    csgm_eps: float = 1e-2  # [R] N(x) = x / (x + margin) + csgm_eps
+    csgm_negatives: bool = True  # [R] sample i's negative's QDMA pass gets sample i's eta too
+    # --- scoring
+    predict_from: str = "video"  # [R] video (AVCA: theta_v) | audio | mean (of theta_a and theta_v)
+
+
+def ablation_variants() -> dict[str, dict]:
+    """The paper's Table II rows as method-config overrides (used by `avgzsl ablate`)."""
+    return {
+        "base": {"use_qdma": False, "csgm": "off"},  # MLP encoders + cross-attention + the same head
+        "base+qdma": {"use_qdma": True, "csgm": "off"},
+        "base+qdma+csgm_vc": {"use_qdma": True, "csgm": "vc"},
+        "daan": {"use_qdma": True, "csgm": "full"},
+    }
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"method.{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+# --- cross-attention --------------------------------------------------------------------------------
+class CrossAttentionBlock(nn.Module):
+    """x attends to ctx: x = LN(x + MHA(q=x, k=v=ctx)); x = LN(x + FFN(x)) (post-norm). [B, N, dim] -> same."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, ctx: Tensor) -> Tensor:
+        x = self.norm1(x + self.drop(self.attn(x, ctx, ctx, need_weights=False)[0]))
+        return self.norm2(x + self.drop(self.ff(x)))
+
+
+class CrossAttention(nn.Module):
+    """daan.md 2: audio attends to video and video to audio (separate weights), in parallel.
+
+    With averaged features phi_a, phi_v are single tokens, so each softmax is over one key (= 1) and the
+    attention reduces to a learned linear map of the other modality plus the residual; it is written for
+    token sequences all the same.
+    """
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.a_from_v = CrossAttentionBlock(dim, heads, ffn_dim, dropout)
+        self.v_from_a = CrossAttentionBlock(dim, heads, ffn_dim, dropout)
+
+    def forward(self, phi_a: Tensor, phi_v: Tensor) -> tuple[Tensor, Tensor]:
+        a, v = phi_a[:, None], phi_v[:, None]
+        return self.a_from_v(a, v)[:, 0], self.v_from_a(v, a)[:, 0]
+
+
+class TwoTokenTransformer(nn.Module):
+    """AVCA's alternative: one pre-norm transformer layer over [phi_a + pos0, phi_v + pos1] (trainable positions)."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.net = TokenTransformer(dim, 1, heads, dim // heads, ffn_dim, dropout, n_tokens=2)
+
+    def forward(self, phi_a: Tensor, phi_v: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.net(torch.stack([phi_a, phi_v], dim=1))  # residuals inside: out already holds phi
+        return out[:, 0], out[:, 1]
+
+
+class NoCross(nn.Module):
+    def forward(self, phi_a: Tensor, phi_v: Tensor) -> tuple[Tensor, Tensor]:
+        return phi_a, phi_v
+
+
+# --- the method -------------------------------------------------------------------------------------
+@register_method("daan")
+class DAAN(Method):
+    """QDMA per modality -> cross-attention -> AlignmentHead; loss L_t + L_c + L_r; CSGM in optimization_step."""
+
+    Config = DAANConfig
+    uses_negatives = True
+
+    def __init__(self, cfg: DAANConfig, dims: DataDims):
+        super().__init__(cfg, dims)
+        _check_choice("csgm", cfg.csgm, ("off", "vc", "full"))
+        _check_choice("cross", cfg.cross, ("attention", "transformer", "none"))
+        _check_choice("predict_from", cfg.predict_from, ("video", "audio", "mean"))
+        h = cfg.hidden_dim
+        self.enc_a = self._encoder(dims.audio_dim, dims.temporal)
+        self.enc_v = self._encoder(dims.video_dim, dims.temporal)
+        drop = cfg.embedding_dropout if cfg.cross_dropout is None else cfg.cross_dropout
+        if cfg.cross == "attention":
+            self.cross = CrossAttention(h, cfg.cross_heads, cfg.cross_ffn_dim, drop)
+        elif cfg.cross == "transformer":
+            self.cross = TwoTokenTransformer(h, cfg.cross_heads, cfg.cross_ffn_dim, drop)
+        else:
+            self.cross = NoCross()
+        self.head = AlignmentHead(h, dims.text_dim, cfg.out_dim, None, cfg.decoder_dropout, cfg.additional_dropout,
+                                  cfg.momentum)
+        self.csgm: CSGM | None = None
+        if cfg.csgm != "off":
+            parts = {}
+            for m, enc in zip(MODALITIES, (self.enc_a, self.enc_v)):
+                for p, params in enc.part_parameters().items():
+                    parts[(m, p)] = params
+            settings = CSGMSettings(cfg.csgm, cfg.gamma, cfg.rho, cfg.noise, cfg.csgm_eps, cfg.margin,
+                                    cfg.csgm_negatives)
+            self.csgm = CSGM(settings, parts)
+
+    def _encoder(self, in_dim: int, temporal: bool) -> nn.Module:
+        cfg = self.cfg
+        if not cfg.use_qdma:
+            return MLPEncoder(in_dim, cfg.hidden_dim, cfg.mlp_hidden, cfg.embedding_dropout, cfg.momentum)
+        return QDMA(
+            in_dim, cfg.hidden_dim, temporal=temporal, n_tokens=cfg.n_tokens, beta=cfg.beta, beta_init=cfg.beta_init,
+            heads=cfg.heads, attn_dim=cfg.attn_dim, pos_emb=cfg.pos_emb, dropout=cfg.embedding_dropout,
+            momentum=cfg.momentum, use_tcn=cfg.use_tcn, tcn_layers=cfg.tcn_layers, tcn_kernel=cfg.tcn_kernel,
+            tcn_input=cfg.tcn_input, tcn_steps=cfg.tcn_steps,
+        )
+
+    # --- forward pieces -----------------------------------------------------------------------------
+    def _slots(self, modality: str, active: bool):
+        if not active:
+            return None
+        return {p: self.csgm.slot(modality, p) for p in self.csgm.part_names}
+
+    def encode(self, batch: Batch, modulate: bool = False) -> tuple[Tensor, Tensor]:
+        """(phi_a, phi_v) [B, hidden]: the QDMA (or Base MLP) outputs; `modulate` wraps the CSGM slots."""
+        phi_a = self.enc_a(batch.audio, batch.audio_mask, self._slots("audio", modulate))
+        phi_v = self.enc_v(batch.video, batch.video_mask, self._slots("video", modulate))
+        return phi_a, phi_v
+
+    def _csgm_active(self) -> bool:
+        return self.csgm is not None and self.training and torch.is_grad_enabled()
+
+    # --- training -----------------------------------------------------------------------------------
+    def training_step(self, batch: Batch) -> dict[str, Tensor]:
+        neg = batch.negative
+        if neg is None or batch.text is None:
+            raise ValueError("DAAN trains on batches with text and a negative batch (uses_negatives)")
+        active = self._csgm_active()
+        # Positives and negatives in separate calls (separate BatchNorm statistics), as AVCA.
+        phi_a, phi_v = self.encode(batch, modulate=active)
+        phi_a_n, phi_v_n = self.encode(neg, modulate=active and self.cfg.csgm_negatives)
+        att_a, att_v = self.cross(phi_a, phi_v)
+        att_a_n, att_v_n = self.cross(phi_a_n, phi_v_n)
+        pos = self.head(att_a, att_v, batch.text)
+        negative = self.head(att_a_n, att_v_n, neg.text, reconstruct=False, decode_text=False)
+        terms = alignment_loss(pos, negative, phi_a, phi_v, batch.text, margin=self.cfg.margin)
+        if active:
+            # eta depends on this forward's embeddings; it is read by the backward pass.
+            self.csgm.prepare(
+                {"theta_a": pos.theta_a, "theta_v": pos.theta_v, "theta_w": pos.theta_w},
+                {"theta_a": negative.theta_a, "theta_v": negative.theta_v, "theta_w": negative.theta_w},
+            )
+        return terms
+
+    def optimization_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+        """zero_grad -> loss (eta set) -> backward (modulated) -> V_o + noise -> optimiser step.
+
+        With csgm = "off" this is exactly Method.optimization_step.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        terms = self.training_step(batch)
+        terms["loss"].backward()
+        if self._csgm_active():
+            self.csgm.after_backward()
+        optimizer.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    def epoch_diagnostics(self) -> dict[str, float]:
+        """CSGM's epoch means: eta per modality and part, V_c, V_o, and the share of samples each dominates."""
+        return {} if self.csgm is None else self.csgm.diagnostics()
+
+    # --- scoring ------------------------------------------------------------------------------------
+    def embed_samples(self, batch: Batch) -> Tensor:
+        att_a, att_v = self.cross(*self.encode(batch))
+        if self.cfg.predict_from == "video":
+            return self.head.P_v(att_v)
+        if self.cfg.predict_from == "audio":
+            return self.head.P_a(att_a)
+        return 0.5 * (self.head.P_a(att_a) + self.head.P_v(att_v))
+
+    def embed_classes(self, class_text: Tensor) -> Tensor:
+        return self.head.embed_text(class_text)

@@ -1,0 +1,248 @@
+"""QDMA: the Quality-Discrepancy Mitigation Attention unit (daan.md section 1), and the Base's MLP encoder.
+
+One unit per modality maps a feature (one averaged vector [B, D], or a padded sequence [B, T, D] with a
+mask) to phi_m in R^hidden:
+
+    tokens X  ->  differential attention  ->  per-head GroupNorm, mean over tokens  ->
+    Linear -> BN -> ReLU -> Dropout, times (1 - beta_init)  =  o_m          (part "attn")
+    o_m reshaped into a pseudo-sequence  ->  causal TCN  ->  last step  ->  Linear  =  y_m   (part "tcn")
+    phi_m = o_m + y_m
+
+Both parts accept CSGM `EtaSlot`s: the gradient arriving at a part's output is scaled per sample and
+the gradient leaving its input is unscaled again (see `csgm.py`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avgzsl.methods.daan.csgm import EtaSlot, scale_grad_in, scale_grad_out
+from avgzsl.methods.layers import EmbeddingNet
+
+
+# --- differential attention ---------------------------------------------------------------------------
+class DifferentialAttention(nn.Module):
+    """Multi-head differential attention (daan.md eq. 1, as the Differential Transformer).
+
+    Per head h: Q = X W^Q_h and K = X W^K_h are [T, 2d], split into halves (Q1, Q2), (K1, K2) of d
+    columns; V = X W^V_h is [T, 2d]; O_h = (softmax(Q1 K1^T / sqrt d) - beta softmax(Q2 K2^T / sqrt d)) V.
+    Weight layout: columns [h*2d, h*2d + d) of W^Q / W^K are head h's Q1 / K1, the next d its Q2 / K2.
+    With beta = 0 this is exactly ordinary softmax attention with queries Q1, keys K1 (tests).
+
+    Input [B, T, dim] (+ mask [B, T], True on real tokens) -> [B, T, heads, 2d].
+    """
+
+    def __init__(self, dim: int, attn_dim: int, heads: int, beta: float):
+        super().__init__()
+        if attn_dim % (2 * heads):
+            raise ValueError(f"attention width {attn_dim} must be a multiple of 2 * heads = {2 * heads}")
+        self.heads, self.d, self.beta = heads, attn_dim // (2 * heads), beta
+        self.q = nn.Linear(dim, attn_dim, bias=False)
+        self.k = nn.Linear(dim, attn_dim, bias=False)
+        self.v = nn.Linear(dim, attn_dim, bias=False)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        b, t, _ = x.shape
+        h, d = self.heads, self.d
+        q = self.q(x).view(b, t, h, 2, d).permute(3, 0, 2, 1, 4)  # [2, B, H, T, d]
+        k = self.k(x).view(b, t, h, 2, d).permute(3, 0, 2, 1, 4)
+        v = self.v(x).view(b, t, h, 2 * d).transpose(1, 2)  # [B, H, T, 2d]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d)  # [2, B, H, T, T]
+        if mask is not None:
+            scores = scores.masked_fill(~mask[None, :, None, None, :], float("-inf"))
+        att = scores.softmax(dim=-1)
+        # beta = 0: att[0] - 0 * att[1] == att[0] bit for bit (att[1] is finite).
+        out = (att[0] - self.beta * att[1]) @ v  # [B, H, T, 2d]
+        return out.transpose(1, 2)  # [B, T, H, 2d]
+
+
+# --- temporal convolution bypass ----------------------------------------------------------------------
+class CausalConv1d(nn.Conv1d):
+    """Conv1d padded on the left only: output step t sees inputs <= t. [B, C, T] -> [B, C', T]."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int = 1):
+        super().__init__(c_in, c_out, kernel, dilation=dilation)
+        self.left = (kernel - 1) * dilation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, (self.left, 0)))
+
+
+class TCN(nn.Module):
+    """y = D(C(x)) + x (daan.md eq. 3): causal conv C, then `layers` dilated causal convs (dilation 1, 2, 4, ...).
+
+    A ReLU precedes every dilated conv; the last conv is linear so the bypass can add or subtract
+    (reconstructed: the paper names C, D, R only). Channels stay `channels` so the residual needs no
+    projection. [B, C, T] -> [B, C, T]; causal (tests).
+    """
+
+    def __init__(self, channels: int, layers: int, kernel: int):
+        super().__init__()
+        self.causal = CausalConv1d(channels, channels, kernel)
+        self.dilated = nn.ModuleList(CausalConv1d(channels, channels, kernel, dilation=2**i) for i in range(layers))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.causal(x)
+        for conv in self.dilated:
+            h = conv(F.relu(h))
+        return h + x
+
+
+def sinusoidal(t: int, dim: int, device=None, dtype=None) -> Tensor:
+    """[t, dim] sine/cosine position code (time steps of temporal features; no length limit)."""
+    pos = torch.arange(t, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    out = torch.zeros(t, dim, device=device)
+    out[:, 0::2] = torch.sin(pos * freq)
+    out[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return out.to(dtype or torch.float32)
+
+
+def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over dim 1 of [B, T, C], over real steps only."""
+    if mask is None:
+        return x.mean(dim=1)
+    w = mask.to(x.dtype)[..., None]
+    return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1)
+
+
+def last_step(y: Tensor, mask: Tensor | None) -> Tensor:
+    """[B, C, T] -> [B, C]: the last real step of each sample (masks are True on a prefix)."""
+    if mask is None:
+        return y[:, :, -1]
+    idx = (mask.long().sum(dim=1) - 1).clamp_min(0)
+    return y.gather(2, idx.view(-1, 1, 1).expand(-1, y.shape[1], 1)).squeeze(2)
+
+
+# --- the unit -----------------------------------------------------------------------------------------
+class QDMA(nn.Module):
+    """One modality's QDMA unit. forward(x [B, D] or [B, T, D], mask, slots) -> phi [B, hidden].
+
+    Args:
+        in_dim: feature size D.
+        hidden: output size (512).
+        temporal: whether inputs are [B, T, D] sequences (tokens = time steps) or one vector
+            (tokens = `n_tokens` chunks of D / n_tokens).
+        beta: weight of the second softmax (the paper's w).
+        beta_init: the refinement's (1 - beta_init) scale.
+        heads, attn_dim: attention heads and total width of V (0 = the token size); each head's
+            Q1/K1 have attn_dim / (2 heads) columns.
+        pos_emb: "auto" (learned for chunk tokens, sinusoidal for time steps), "learned",
+            "sinusoidal" or "none". Chunk tokens need one: attention + mean pooling is otherwise blind
+            to which chunk a value came from.
+        dropout, momentum: of the refinement's Linear -> BN -> ReLU -> Dropout.
+        use_tcn, tcn_layers, tcn_kernel: the temporal bypass.
+        tcn_input: "reshape" (o_m as tcn_steps steps of hidden / tcn_steps channels) or "tokens"
+            (the token sequence itself).
+    """
+
+    part_names = ("attn", "tcn")
+
+    def __init__(self, in_dim: int, hidden: int, temporal: bool = False, n_tokens: int = 8, beta: float = 0.5,
+                 beta_init: float = 0.2, heads: int = 4, attn_dim: int = 0, pos_emb: str = "auto",
+                 dropout: float = 0.0, momentum: float = 0.1, use_tcn: bool = True, tcn_layers: int = 2,
+                 tcn_kernel: int = 3, tcn_input: str = "reshape", tcn_steps: int = 8):
+        super().__init__()
+        self.temporal = temporal
+        if temporal:
+            self.n_tokens, token_dim = None, in_dim
+        else:
+            if in_dim % n_tokens:
+                raise ValueError(f"feature size {in_dim} is not divisible by n_tokens = {n_tokens}")
+            self.n_tokens, token_dim = n_tokens, in_dim // n_tokens
+        if pos_emb == "auto":
+            pos_emb = "sinusoidal" if temporal else "learned"
+        if pos_emb not in ("learned", "sinusoidal", "none"):
+            raise ValueError(f"pos_emb must be auto, learned, sinusoidal or none, got {pos_emb!r}")
+        if pos_emb == "learned" and temporal:
+            raise ValueError("pos_emb 'learned' needs a fixed token count; use 'sinusoidal' for temporal features")
+        self.pos_kind = pos_emb
+        self.pos = nn.Parameter(torch.randn(n_tokens, token_dim) * 0.02) if pos_emb == "learned" else None
+        attn_dim = attn_dim or token_dim
+        self.attn = DifferentialAttention(token_dim, attn_dim, heads, beta)
+        self.norm = nn.GroupNorm(heads, attn_dim)  # per head and per token (applied to [B*T, C])
+        self.refine = EmbeddingNet(attn_dim, hidden, dropout=dropout, momentum=momentum)
+        self.scale = 1.0 - beta_init
+
+        self.use_tcn, self.tcn_input = use_tcn, tcn_input
+        if tcn_input not in ("reshape", "tokens"):
+            raise ValueError(f"tcn_input must be 'reshape' or 'tokens', got {tcn_input!r}")
+        if use_tcn:
+            if tcn_input == "reshape":
+                if hidden % tcn_steps:
+                    raise ValueError(f"hidden {hidden} is not divisible by tcn_steps = {tcn_steps}")
+                self.tcn_steps, channels = tcn_steps, hidden // tcn_steps
+            else:
+                channels = token_dim
+            self.tcn = TCN(channels, tcn_layers, tcn_kernel)
+            self.tcn_out = nn.Linear(channels, hidden)
+
+    def part_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters of each CSGM part: "attn" (tokens' positions, attention, refinement) and "tcn"."""
+        attn = [p for p in (self.pos,) if p is not None]
+        attn += [*self.attn.parameters(), *self.norm.parameters(), *self.refine.parameters()]
+        parts = {"attn": attn}
+        if self.use_tcn:
+            parts["tcn"] = [*self.tcn.parameters(), *self.tcn_out.parameters()]
+        return parts
+
+    def tokens(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if self.temporal:
+            if x.dim() != 3:
+                raise ValueError(f"temporal QDMA expects [B, T, D], got {tuple(x.shape)}")
+            if mask is not None:
+                x = x * mask[..., None].to(x.dtype)  # padding never enters a value or the TCN
+        else:
+            if x.dim() != 2:
+                raise ValueError(f"QDMA on averaged features expects [B, D], got {tuple(x.shape)}")
+            x, mask = x.view(x.shape[0], self.n_tokens, -1), None
+        return x, mask
+
+    def forward(self, x: Tensor, mask: Tensor | None = None,
+                slots: dict[str, EtaSlot] | None = None) -> Tensor:
+        slots = slots or {}
+        x = scale_grad_in(x, slots.get("attn"))  # a no-op for raw features (no gradient to send upstream)
+        tok, mask = self.tokens(x, mask)
+        if self.pos is not None:
+            tok = tok + self.pos
+        elif self.pos_kind == "sinusoidal":
+            tok = tok + sinusoidal(tok.shape[1], tok.shape[2], tok.device, tok.dtype)
+        b, t, _ = tok.shape
+        o = self.attn(tok, mask).reshape(b * t, -1)
+        o = self.norm(o).view(b, t, -1)
+        o = self.refine(masked_mean(o, mask)) * self.scale
+        o = scale_grad_out(o, slots.get("attn"))
+        if not self.use_tcn:
+            return o
+        if self.tcn_input == "reshape":
+            src = scale_grad_in(o, slots.get("tcn"))
+            seq, seq_mask = src.view(b, self.tcn_steps, -1).transpose(1, 2), None
+        else:
+            # Sequence input (positions are implicit in a convolution: raw tokens, not tok + pos).
+            src = scale_grad_in(self.tokens(x, mask if self.temporal else None)[0], slots.get("tcn"))
+            seq, seq_mask = src.transpose(1, 2), mask
+        y = self.tcn_out(last_step(self.tcn(seq), seq_mask))
+        y = scale_grad_out(y, slots.get("tcn"))
+        return o + y
+
+
+class MLPEncoder(nn.Module):
+    """The ablation's Base encoder: AVCA's EmbeddingNet in -> 512 -> hidden (temporal input: masked mean first)."""
+
+    part_names = ("enc",)
+
+    def __init__(self, in_dim: int, hidden: int, mid: int = 512, dropout: float = 0.0, momentum: float = 0.1):
+        super().__init__()
+        self.net = EmbeddingNet(in_dim, hidden, hidden_dim=mid, dropout=dropout, momentum=momentum)
+
+    def part_parameters(self) -> dict[str, list[nn.Parameter]]:
+        return {"enc": list(self.net.parameters())}
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, slots: dict[str, EtaSlot] | None = None) -> Tensor:
+        if x.dim() == 3:
+            x = masked_mean(x, mask)
+        return scale_grad_out(self.net(x), (slots or {}).get("enc"))
