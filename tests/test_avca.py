@@ -10,7 +10,7 @@ from avgzsl.config import build_config
 from avgzsl.data.types import Batch
 from avgzsl.methods import DataDims, get_method
 from avgzsl.methods.avca import AVCA, AVCAConfig, AlignmentHead, alignment_loss
-from avgzsl.methods.layers import EmbeddingNet, TokenTransformer, triplet
+from avgzsl.methods.layers import EmbeddingNet, FastDropout, TokenTransformer, triplet
 
 TEXT_DIM = 300
 SMALL = dict(encoder_hidden=32, phi_dim=24, decoder_hidden=32, out_dim=16, heads=3, dim_head=8, mlp_dim=16)
@@ -38,10 +38,10 @@ def random_batch(n=16, dims=DataDims(20, 12, TEXT_DIM), n_classes=4, seed=0) -> 
 def test_embedding_net_structure_and_momenta():
     net = EmbeddingNet(10, 6, hidden_dim=8, dropout=0.3, momentum=0.99, hidden_momentum=0.1)
     kinds = [type(m) for m in net.fc]
-    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout] * 2
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, FastDropout] * 2
     assert net.fc[1].momentum == 0.1 and net.fc[5].momentum == 0.99 and net.fc[3].p == 0.3
     one = EmbeddingNet(10, 6, momentum=0.5)
-    assert [type(m) for m in one.fc] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout] and one.fc[1].momentum == 0.5
+    assert [type(m) for m in one.fc] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, FastDropout] and one.fc[1].momentum == 0.5
     out = net(torch.randn(5, 10))
     assert out.shape == (5, 6) and (out >= 0).all()
 
@@ -245,3 +245,23 @@ def test_yaml_configs(dataset):
 
     first = default_config_path(dataset, "avca").read_text().splitlines()[0]
     assert first.startswith("# avgzsl run --method avca --dataset " + dataset)
+
+
+def test_fast_dropout_matches_dropout_semantics():
+    from avgzsl.methods.layers import FastDropout, seed_dropout
+
+    drop = FastDropout(0.2)
+    x = torch.ones(400, 500, requires_grad=True)
+    seed_dropout(0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.2) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.8))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient = mask / (1 - p)
+    seed_dropout(0)
+    assert torch.equal(drop(x), y)  # reproducible from the seed
+    assert not torch.equal(drop(x), y)  # and a fresh mask each call
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    assert torch.equal(FastDropout(0.0).train()(x), x)

@@ -26,6 +26,7 @@ from avgzsl.data.sampling import BalancedBatchSampler
 from avgzsl.data.types import Benchmark, Phase
 from avgzsl.evaluation import GZSLScores, beta_grid, gzsl_scores
 from avgzsl.methods import DataDims, Method, get_method
+from avgzsl.methods.layers import seed_dropout
 from avgzsl.runs import RunDir
 
 LOG = logging.getLogger("avgzsl")
@@ -36,6 +37,7 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    seed_dropout(seed)
     return torch.Generator().manual_seed(seed)
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from avgzsl.data.types import Batch
-from avgzsl.methods.base import DataDims, Method, OptimConfig
+from avgzsl.methods.base import DataDims, Method, OptimConfig, make_adam
 from avgzsl.methods.layers import EmbeddingNet, TokenTransformer, mse_terms, triplet
 from avgzsl.methods.registry import register_method
 
@@ -303,7 +303,7 @@ class AVCA(Method):
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]  # frozen position embeddings excluded
-        return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return make_adam(params, self.cfg)
 
     def optimization_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
         terms = super().optimization_step(batch, optimizer)

@@ -11,11 +11,47 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["EmbeddingNet", "TokenTransformer", "triplet", "mse_terms"]
+__all__ = ["EmbeddingNet", "FastDropout", "TokenTransformer", "seed_dropout", "triplet", "mse_terms"]
+
+# PCG64 stream for dropout masks; re-seeded by avgzsl.protocol.seed_everything for reproducible runs.
+_DROPOUT_RNG = np.random.default_rng(0)
+
+
+def seed_dropout(seed: int) -> None:
+    global _DROPOUT_RNG
+    _DROPOUT_RNG = np.random.default_rng(seed)
+
+
+class FastDropout(nn.Module):
+    """nn.Dropout with masks drawn from NumPy's PCG64 as 16-bit integers.
+
+    Why: on CPU, torch's bernoulli_ is single-threaded and cost a quarter of an AVCA training step
+    (~1.3 ms per [256, 512] mask on our 2-core machines); 16-bit integers from PCG64 cost ~0.2 ms.
+    Same semantics as nn.Dropout (zero with probability p, scale the rest by 1 / (1 - p), identity
+    in eval mode); p is quantised to k / 65536 (error < 8e-6, e.g. 0.2 -> 0.199997).
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.threshold = int(round(self.p * 65536))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.threshold == 0:
+            return x
+        bits = _DROPOUT_RNG.integers(0, 65536, size=tuple(x.shape), dtype=np.uint16)
+        keep = (bits >= self.threshold).astype(np.float32) * np.float32(1.0 / (1.0 - self.p))
+        return x * torch.from_numpy(keep).to(device=x.device, dtype=x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class EmbeddingNet(nn.Module):
@@ -52,7 +88,7 @@ class EmbeddingNet(nn.Module):
             if use_bn:
                 layers.append(nn.BatchNorm1d(d_out, momentum=mom))
             layers.append(nn.ReLU())
-            layers.append(nn.Dropout(dropout))
+            layers.append(FastDropout(dropout))
         self.fc = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -69,7 +105,7 @@ class _Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
         # As the reference (and vit-pytorch): no output projection when one head already spans `dim`.
         self.to_out = (
-            nn.Identity() if (heads == 1 and dim_head == dim) else nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
+            nn.Identity() if (heads == 1 and dim_head == dim) else nn.Sequential(nn.Linear(inner, dim), FastDropout(dropout))
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -81,7 +117,7 @@ class _Attention(nn.Module):
 
 class _FeedForward(nn.Sequential):
     def __init__(self, dim: int, hidden: int, dropout: float):
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), FastDropout(dropout), nn.Linear(hidden, dim), FastDropout(dropout))
 
 
 class TokenTransformer(nn.Module):

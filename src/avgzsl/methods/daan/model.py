@@ -15,7 +15,7 @@ from avgzsl.methods.avca import AlignmentHead, alignment_loss
 from avgzsl.methods.base import DataDims, Method, OptimConfig
 from avgzsl.methods.daan.csgm import CSGM, MODALITIES, CSGMSettings
 from avgzsl.methods.daan.qdma import QDMA, MLPEncoder
-from avgzsl.methods.layers import TokenTransformer
+from avgzsl.methods.layers import FastDropout, TokenTransformer
 from avgzsl.methods.registry import register_method
 
 
@@ -89,9 +89,9 @@ class CrossAttentionBlock(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        self.ff = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), FastDropout(dropout), nn.Linear(ffn_dim, dim))
         self.norm2 = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = FastDropout(dropout)
 
     def forward(self, x: Tensor, ctx: Tensor) -> Tensor:
         x = self.norm1(x + self.drop(self.attn(x, ctx, ctx, need_weights=False)[0]))
