@@ -99,7 +99,7 @@ def _run_seeds(method: str, dataset: str, overrides: list[str], seeds: list[int]
         cache = bench_cache if bench_cache is not None else {}
         if key not in cache:
             cache[key] = _load(cfg)
-        run_dir = out / f"seed{seed}" if len(seeds) > 1 or label else out
+        run_dir = out / f"seed{seed}" if len(seeds) > 1 else out
         res = run_protocol(cfg, cache[key], run_dir, label=label)
         _print_run(res)
         results.append(res)
@@ -109,11 +109,12 @@ def _run_seeds(method: str, dataset: str, overrides: list[str], seeds: list[int]
 def cmd_run(args) -> int:
     out = Path(args.out or f"runs/{args.method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     seeds = args.seeds if args.seeds else [args.seed]
-    results = _run_seeds(args.method, args.dataset, _data_overrides(args) + args.overrides, seeds, out, args.config)
+    results = _run_seeds(args.method, args.dataset, _data_overrides(args) + args.overrides, seeds, out, args.config,
+                         label=args.label)
     if len(results) > 1:
         from avgzsl.reports import aggregate, markdown_table
 
-        print(markdown_table(aggregate(results, "method")))
+        print(markdown_table(aggregate(results)))
     print(f"run directory: {out}")
     return 0
 
@@ -269,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds, one run directory each")
     p.add_argument("--out", default=None, help="run directory (default runs/<method>-<dataset>-<time>)")
+    p.add_argument("--label", default=None, help="row name in tables (default: the method name)")
     _data_args(p)
     p.set_defaults(func=cmd_run)
 
