@@ -1,12 +1,12 @@
 """Speed of the protocol runner for one method: seconds per epoch, step vs bare step, evaluation, memory.
 
-    python benchmarks/bench_epoch.py --method avca [--source ../shared/benchmarks/UCF] [--batches 500]
+    python benchmarks/bench_epoch.py --method avca [--source ../shared/benchmarks/UCF] [--batches 500] [key=value ...]
 
 - epoch: one stage-1 epoch through the real runner (`train_stage`): n_batches class-balanced batches
   with negatives, then scoring of the stage-1 val split over the beta grid (what the protocol does).
 - step vs bare step: the runner's per-batch cost (sampling by indexing + `optimization_step` +
   loss bookkeeping) against a bare forward/backward/Adam step of the same model on batches that
-  are already in memory. The ratio is the runner's overhead.
+  are already in memory, medians of interleaved rounds. The ratio is the runner's overhead.
 - evaluation: embedding + distances + the vectorised beta-grid scoring of stage-1 val and of test.
 - peak memory: the process's max resident set size.
 """
@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -31,25 +33,40 @@ from avgzsl.protocol import build_method, score_phase, seed_everything, train_st
 from avgzsl.runs import RunDir
 
 
-def bare_step_seconds(cfg, bench, n_steps: int) -> float:
-    """Forward/backward/Adam of the same model on pre-drawn, in-memory batches (no runner around it)."""
-    gen = seed_everything(cfg.seed)
-    method = build_method(cfg, bench)
-    opt = method.configure_optimizer()
-    sampler = BalancedBatchSampler(bench.phases["stage1_train"].samples, bench.text, cfg.train.batch_size, gen,
-                                   with_negatives=method.uses_negatives)
-    batches = [sampler.draw() for _ in range(8)]
+def _bare_steps(method, opt, batches, n_steps: int) -> float:
+    """Seconds per forward/backward/Adam step on batches already in memory (no runner around it)."""
     method.train()
-    for b in batches[:3]:  # warm-up
-        opt.zero_grad(set_to_none=True)
-        method.training_step(b)["loss"].backward()
-        opt.step()
     t0 = time.perf_counter()
     for i in range(n_steps):
         opt.zero_grad(set_to_none=True)
         method.training_step(batches[i % len(batches)])["loss"].backward()
         opt.step()
     return (time.perf_counter() - t0) / n_steps
+
+
+def step_vs_bare(cfg, bench, n_steps: int, rounds: int) -> tuple[float, float]:
+    """Median seconds per runner step and per bare step, timed in interleaved rounds.
+
+    The runner step is the real `train_stage` loop (sampling by indexing, `optimization_step`, loss
+    bookkeeping) for n_steps batches; the bare step is the same model's forward/backward/Adam on
+    pre-drawn batches. Interleaving makes a busy machine disturb both alike.
+    """
+    gen = seed_everything(cfg.seed)
+    method = build_method(cfg, bench)
+    opt = method.configure_optimizer()
+    sampler = BalancedBatchSampler(bench.phases["stage1_train"].samples, bench.text, cfg.train.batch_size, gen,
+                                   with_negatives=method.uses_negatives)
+    batches = [sampler.draw() for _ in range(8)]
+    _bare_steps(method, opt, batches, 3)  # warm-up
+    short = copy.deepcopy(cfg)
+    short.train.n_batches = n_steps
+    runner, bare = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            bare.append(_bare_steps(method, opt, batches, n_steps))
+            stage = train_stage(1, bench, short, RunDir(tmp), epochs=1)
+            runner.append(stage.history[0]["train_seconds"] / n_steps)
+    return statistics.median(runner), statistics.median(bare)
 
 
 def main(argv=None) -> int:
@@ -59,7 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--source", default="../shared/benchmarks/UCF", help="class-split source for the synthetic data")
     p.add_argument("--root", default=None, help="an existing benchmark folder (skips generation)")
     p.add_argument("--batches", type=int, default=500)
-    p.add_argument("--bare-steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=50, help="steps per round of the step-vs-bare comparison")
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the numbers here")
     p.add_argument("overrides", nargs="*")
@@ -82,10 +100,9 @@ def main(argv=None) -> int:
     bench = load_benchmark(cfg.data, progress=False)
     load_s = time.perf_counter() - t0
 
-    bare = bare_step_seconds(cfg, bench, args.bare_steps)
+    step, bare = step_vs_bare(cfg, bench, args.steps, args.rounds)
     stage = train_stage(1, bench, cfg, RunDir(Path(tmp.name) / "run"), epochs=1)
     row = stage.history[0]
-    step = row["train_seconds"] / cfg.train.n_batches
     t1 = time.perf_counter()
     score_phase(stage.method, bench.phases["test"], bench, cfg)
     test_eval = time.perf_counter() - t1
@@ -102,6 +119,7 @@ def main(argv=None) -> int:
         "train_seconds": row["train_seconds"],
         "val_eval_seconds": row["eval_seconds"],
         "test_eval_seconds": round(test_eval, 3),
+        "epoch_step_ms": round(1000 * row["train_seconds"] / cfg.train.n_batches, 2),
         "step_ms": round(1000 * step, 2),
         "bare_step_ms": round(1000 * bare, 2),
         "step_over_bare": round(step / bare, 3),

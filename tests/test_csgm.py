@@ -21,15 +21,6 @@ from avgzsl.methods.daan.csgm import (
 A, V, W = 16, 32, 8  # audio, video, text sizes of the tiny problems
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and robust on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_cfg(**kw) -> DAANConfig:
     base = dict(hidden_dim=16, out_dim=8, n_tokens=4, heads=2, tcn_steps=4, tcn_layers=2, tcn_kernel=3,
                 cross_heads=2, cross_ffn_dim=16, mlp_hidden=16, embedding_dropout=0.0, decoder_dropout=0.0,

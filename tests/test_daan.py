@@ -18,15 +18,6 @@ from avgzsl.methods.daan import DAAN, DAANConfig, ablation_variants
 from avgzsl.methods.daan.qdma import QDMA, TCN, DifferentialAttention
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and robust on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_cfg(**kw) -> DAANConfig:
     base = dict(hidden_dim=32, out_dim=16, n_tokens=4, heads=2, tcn_steps=4, cross_heads=2, cross_ffn_dim=32,
                 mlp_hidden=32, embedding_dropout=0.1, decoder_dropout=0.1, additional_dropout=0.1)

@@ -286,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="avgzsl-demo")
     p.add_argument("--method", default="avca")
     p.add_argument("--scale", type=float, default=0.5)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batches", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batches", type=int, default=80)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 

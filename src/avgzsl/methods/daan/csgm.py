@@ -53,42 +53,35 @@ def _per_sample(eta: Tensor, grad: Tensor) -> Tensor:
     return eta.reshape(-1, *([1] * (grad.dim() - 1))).to(grad.dtype)
 
 
-class _ScaleGradOut(torch.autograd.Function):
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies (or, with divide, divides) sample i's gradient by eta_i."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, slot: EtaSlot) -> Tensor:
-        ctx.slot = slot
+    def forward(ctx, x: Tensor, slot: EtaSlot, divide: bool) -> Tensor:
+        ctx.slot, ctx.divide = slot, divide
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         eta = ctx.slot.value
-        return (grad if eta is None else grad * _per_sample(eta, grad)), None
-
-
-class _ScaleGradIn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, slot: EtaSlot) -> Tensor:
-        ctx.slot = slot
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        eta = ctx.slot.value
-        return (grad if eta is None else grad / _per_sample(eta, grad)), None
+        if eta is None:
+            return grad, None, None
+        factor = _per_sample(eta, grad)
+        return (grad / factor if ctx.divide else grad * factor), None, None
 
 
 def scale_grad_out(x: Tensor, slot: EtaSlot | None) -> Tensor:
     """Identity forward; backward multiplies the gradient of sample i by slot.value[i]."""
     if slot is None or not x.requires_grad:
         return x
-    return _ScaleGradOut.apply(x, slot)
+    return _ScaleGrad.apply(x, slot, False)
 
 
 def scale_grad_in(x: Tensor, slot: EtaSlot | None) -> Tensor:
     """Identity forward; backward divides the gradient of sample i by slot.value[i] (undoes scale_grad_out upstream)."""
     if slot is None or not x.requires_grad:
         return x
-    return _ScaleGradIn.apply(x, slot)
+    return _ScaleGrad.apply(x, slot, True)
 
 
 # --- the factor -------------------------------------------------------------------------------------
