@@ -203,3 +203,13 @@ def test_ablation_config_files_match_the_variants():
         assert yaml.safe_load(Path(path).read_text())["method"] == overrides
         cfg = build_config("daan", "UCF", config_file=path)
         assert all(getattr(cfg.method, k) == val for k, val in overrides.items())
+
+
+def test_single_key_cross_attention_shortcut_equals_full_attention():
+    from avgzsl.methods.daan.model import CrossAttentionBlock
+
+    torch.manual_seed(0)
+    block = CrossAttentionBlock(dim=16, heads=4, ffn_dim=8, dropout=0.0).eval()
+    x, ctx = torch.randn(5, 1, 16), torch.randn(5, 1, 16)
+    full = block.attn(x, ctx, ctx, need_weights=False)[0]
+    torch.testing.assert_close(block._attend(x, ctx), full)
