@@ -59,3 +59,33 @@ def test_demo_runs_the_whole_protocol(tmp_path, capsys):
 def test_ls_lists_methods(capsys):
     assert main(["ls"]) == 0
     assert "avca" in capsys.readouterr().out.split()
+
+
+TINY = ["train.epochs=1", "train.n_batches=2", "train.batch_size=16"]
+
+
+def test_ablate_writes_a_table_with_one_row_per_variant(tmp_path, tiny_root):
+    out = tmp_path / "abl"
+    code = main(["ablate", "--dataset", "UCF", "--root", str(tiny_root), "--seeds", "0", "1", "--variants", "base",
+                 "daan", "--baseline", "avca", "--out", str(out), "--quiet", "data.dataset=" + tiny_root.name, *TINY])
+    assert code == 0
+    table = (out / "ablation.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert [r.split("|")[1].strip() for r in rows] == ["avca", "base", "daan"]
+    assert all(r.split("|")[2].strip() == "2" for r in rows)  # two seeds each
+    assert len(list(out.rglob("results.json"))) == 6
+
+
+def test_sweep_writes_csv_and_figure(tmp_path, tiny_root):
+    import csv
+
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--method", "daan", "--key", "method.tcn_layers", "--values", "1", "3", "--seeds", "0",
+                 "--dataset", "UCF", "--root", str(tiny_root), "--out", str(out), "--quiet",
+                 "data.dataset=" + tiny_root.name, *TINY])
+    assert code == 0
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [float(r["value"]) for r in rows] == [1.0, 3.0]
+    assert (out / "sweep.png").stat().st_size > 1000
+    saved = (out / "method.tcn_layers=3" / "seed0" / "config.yaml").read_text()
+    assert "tcn_layers: 3" in saved

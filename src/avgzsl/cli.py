@@ -87,7 +87,8 @@ def cmd_synth(args) -> int:
 
 
 def _run_seeds(method: str, dataset: str, overrides: list[str], seeds: list[int], out: Path, config_file=None,
-               label: str | None = None, bench_cache: dict | None = None) -> list[dict]:
+               label: str | None = None, bench_cache: dict | None = None, seed_dirs: bool | None = None) -> list[dict]:
+    """Run the protocol once per seed; runs go to out/seed<N> (or to out itself for a single plain run)."""
     from avgzsl.config import build_config
     from avgzsl.protocol import run_protocol
 
@@ -99,7 +100,7 @@ def _run_seeds(method: str, dataset: str, overrides: list[str], seeds: list[int]
         cache = bench_cache if bench_cache is not None else {}
         if key not in cache:
             cache[key] = _load(cfg)
-        run_dir = out / f"seed{seed}" if len(seeds) > 1 else out
+        run_dir = out / f"seed{seed}" if (len(seeds) > 1 if seed_dirs is None else seed_dirs) else out
         res = run_protocol(cfg, cache[key], run_dir, label=label)
         _print_run(res)
         results.append(res)
@@ -192,7 +193,7 @@ def cmd_ablate(args) -> int:
     results = []
     if args.baseline:
         results += _run_seeds(args.baseline, args.dataset, base, args.seeds, out / args.baseline, label=args.baseline,
-                              bench_cache=cache)
+                              bench_cache=cache, seed_dirs=True)
     variants = ablation_variants()
     for name in args.variants or list(variants):
         if name not in variants:
@@ -200,7 +201,7 @@ def cmd_ablate(args) -> int:
             return 2
         extra = [f"method.{k}={json.dumps(v)}" for k, v in variants[name].items()]
         results += _run_seeds("daan", args.dataset, base + extra, args.seeds, out / name.replace("+", "_"),
-                              label=name, bench_cache=cache)
+                              label=name, bench_cache=cache, seed_dirs=True)
     table = markdown_table(aggregate(results), title=f"Ablation on {args.dataset} (test, mean ± std over seeds "
                                                       f"{' '.join(map(str, args.seeds))})")
     (out / "ablation.md").write_text(table)
@@ -220,7 +221,8 @@ def cmd_sweep(args) -> int:
     for value in args.values:
         parsed = yaml.safe_load(value)
         res = _run_seeds(args.method, args.dataset, base + [f"{args.key}={value}"], args.seeds,
-                         out / f"{args.key}={value}", label=f"{args.key}={value}", bench_cache=cache)
+                         out / f"{args.key}={value}", label=f"{args.key}={value}", bench_cache=cache,
+                         seed_dirs=True)
         (row,) = aggregate(res)
         row["value"] = parsed
         rows.append(row)
