@@ -213,3 +213,16 @@ def test_single_key_cross_attention_shortcut_equals_full_attention():
     x, ctx = torch.randn(5, 1, 16), torch.randn(5, 1, 16)
     full = block.attn(x, ctx, ctx, need_weights=False)[0]
     torch.testing.assert_close(block._attend(x, ctx), full)
+
+
+def test_flatten_pooling_keeps_which_chunk_said_what():
+    torch.manual_seed(0)
+    q = QDMA(16, 8, n_tokens=4, heads=2, pool="flatten", pos_emb="none", use_tcn=False).eval()
+    mean = QDMA(16, 8, n_tokens=4, heads=2, pool="mean", pos_emb="none", use_tcn=False).eval()
+    x = torch.randn(3, 16)
+    swapped = x.view(3, 4, 4).flip(1).reshape(3, 16)  # same chunks, other order
+    # without positions, attention + mean pooling cannot tell the two apart; flattening can
+    torch.testing.assert_close(mean(x), mean(swapped))
+    assert not torch.allclose(q(x), q(swapped))
+    with pytest.raises(ValueError, match="flatten"):
+        QDMA(16, 8, temporal=True, pool="flatten")

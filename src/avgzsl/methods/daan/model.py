@@ -42,6 +42,9 @@ class DAANConfig(OptimConfig):
     attn_dim: int = 0  # [R] total width of V (2d per head); 0 = the token size
     beta: float = 1.15  # paper's w (UCF 1.15, ActivityNet 0.5, VGGSound 1.2); our reading of the damaged text
     beta_init: float = 0.2  # [R] refinement scale (1 - beta_init), Differential Transformer's first-layer value
+    # [R] how token outputs become one vector: "mean" (daan.md) or "flatten" (concatenate the chunk tokens;
+    # averaged features only). Mean pooling squeezes 512 input dims into one token width (64 at 8 chunks).
+    pool: str = "mean"
     pos_emb: str = "auto"  # [R] auto | learned | sinusoidal | none (auto: learned chunks, sinusoidal time steps)
     use_tcn: bool = True
     tcn_layers: int = 2  # paper's n (UCF 2, ActivityNet 3, VGGSound 5)
@@ -185,7 +188,7 @@ class DAAN(Method):
             in_dim, cfg.hidden_dim, temporal=temporal, n_tokens=cfg.n_tokens, beta=cfg.beta, beta_init=cfg.beta_init,
             heads=cfg.heads, attn_dim=cfg.attn_dim, pos_emb=cfg.pos_emb, dropout=cfg.embedding_dropout,
             momentum=cfg.momentum, use_tcn=cfg.use_tcn, tcn_layers=cfg.tcn_layers, tcn_kernel=cfg.tcn_kernel,
-            tcn_input=cfg.tcn_input, tcn_steps=cfg.tcn_steps,
+            tcn_input=cfg.tcn_input, tcn_steps=cfg.tcn_steps, pool=cfg.pool,
         )
 
     # --- forward pieces -----------------------------------------------------------------------------

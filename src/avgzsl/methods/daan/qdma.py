@@ -138,6 +138,7 @@ class QDMA(nn.Module):
         use_tcn, tcn_layers, tcn_kernel: the temporal bypass.
         tcn_input: "reshape" (o_m as tcn_steps steps of hidden / tcn_steps channels) or "tokens"
             (the token sequence itself).
+        pool: "mean" over tokens (daan.md) or "flatten" (concatenate chunk tokens; averaged features only).
     """
 
     part_names = ("attn", "tcn")
@@ -145,7 +146,7 @@ class QDMA(nn.Module):
     def __init__(self, in_dim: int, hidden: int, temporal: bool = False, n_tokens: int = 8, beta: float = 0.5,
                  beta_init: float = 0.2, heads: int = 4, attn_dim: int = 0, pos_emb: str = "auto",
                  dropout: float = 0.0, momentum: float = 0.1, use_tcn: bool = True, tcn_layers: int = 2,
-                 tcn_kernel: int = 3, tcn_input: str = "reshape", tcn_steps: int = 8):
+                 tcn_kernel: int = 3, tcn_input: str = "reshape", tcn_steps: int = 8, pool: str = "mean"):
         super().__init__()
         self.temporal = temporal
         if temporal:
@@ -165,7 +166,13 @@ class QDMA(nn.Module):
         attn_dim = attn_dim or token_dim
         self.attn = DifferentialAttention(token_dim, attn_dim, heads, beta)
         self.norm = nn.GroupNorm(heads, attn_dim)  # per head and per token (applied to [B*T, C])
-        self.refine = EmbeddingNet(attn_dim, hidden, dropout=dropout, momentum=momentum)
+        if pool not in ("mean", "flatten"):
+            raise ValueError(f"pool must be 'mean' or 'flatten', got {pool!r}")
+        if pool == "flatten" and temporal:
+            raise ValueError("pool 'flatten' needs a fixed token count (averaged features); use 'mean' for temporal")
+        self.pool = pool
+        pooled_dim = attn_dim * (n_tokens if pool == "flatten" else 1)
+        self.refine = EmbeddingNet(pooled_dim, hidden, dropout=dropout, momentum=momentum)
         self.scale = 1.0 - beta_init
 
         self.use_tcn, self.tcn_input = use_tcn, tcn_input
@@ -214,7 +221,7 @@ class QDMA(nn.Module):
         b, t, _ = tok.shape
         o = self.attn(tok, mask).reshape(b * t, -1)
         o = self.norm(o).view(b, t, -1)
-        o = self.refine(masked_mean(o, mask)) * self.scale
+        o = self.refine(o.flatten(1) if self.pool == "flatten" else masked_mean(o, mask)) * self.scale
         o = scale_grad_out(o, slots.get("attn"))
         if not self.use_tcn:
             return o
