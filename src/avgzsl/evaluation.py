@@ -135,7 +135,7 @@ def gzsl_scores(
         return round(float(x) * 100.0, 10)
 
     return GZSLScores(
-        S=pct(s[best]), U=pct(u[best]), HM=pct(hm[best]), ZSL=pct(zsl_value), beta=float(betas[best]),
+        S=pct(s[best]), U=pct(u[best]), HM=pct(hm[best]), ZSL=pct(zsl_value), beta=round(float(betas[best]), 10),
         per_beta={
             "beta": betas.tolist(),
             "S": (s * 100).tolist(), "U": (u * 100).tolist(), "HM": (hm * 100).tolist(),
