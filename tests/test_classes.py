@@ -20,8 +20,8 @@ from avgzsl.data.classes import (
 )
 from avgzsl.data.types import SUBSPLITS
 
-BENCHMARKS = Path("/work/shared/benchmarks")
-needs_real = pytest.mark.skipif(not BENCHMARKS.is_dir(), reason="/work/shared/benchmarks (real class splits) not present")
+from shared_data import BENCHMARKS, MISSING_REASON
+needs_real = pytest.mark.skipif(not BENCHMARKS.is_dir(), reason=MISSING_REASON)
 
 
 def test_read_class_list_strips_blanks_and_missing_last_newline(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from avgzsl.data.safe_pickle import UnsafePickleError, safe_load_npy_dict, safe_load_pickle
 from avgzsl.data.writers import write_temporal_class_file, write_text_embeddings
 
-BENCHMARKS = Path("/work/shared/benchmarks")
+from shared_data import BENCHMARKS, MISSING_REASON
 
 
 class _Exploit:
@@ -99,7 +99,7 @@ def test_plain_numeric_npy_is_not_a_dict(tmp_path):
         safe_load_npy_dict(tmp_path / "x.npy")
 
 
-@pytest.mark.skipif(not BENCHMARKS.is_dir(), reason="/work/shared/benchmarks (real text embeddings) not present")
+@pytest.mark.skipif(not BENCHMARKS.is_dir(), reason=MISSING_REASON)
 def test_real_text_embeddings_load_like_numpy():
     for path in sorted(BENCHMARKS.glob("*/word_embeddings_*_normed.npy")):
         ours = safe_load_npy_dict(path)

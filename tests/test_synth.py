@@ -15,7 +15,7 @@ from avgzsl.data import layout
 from avgzsl.data import synth
 from avgzsl.data.synth import DEFAULT_DIFFICULTY, SAMPLE_SUBSPLITS, SynthModel, generate_benchmark, ridge_probe
 
-BENCHMARKS = Path("/work/shared/benchmarks")
+from shared_data import BENCHMARKS
 UCF = BENCHMARKS / "UCF"
 needs_ucf = pytest.mark.skipif(not (UCF / "class-split").is_dir(), reason=f"real class splits not present at {UCF}")
 
