@@ -13,16 +13,23 @@ LOG = logging.getLogger("avgzsl")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-def _setup_logging(verbose: bool) -> None:
-    from tqdm.contrib.logging import _TqdmLoggingHandler  # noqa: PLC2701  (keeps log lines off the bars)
+class _TqdmHandler(logging.StreamHandler):
+    """Writes log lines through tqdm, so that they do not tear the progress bars."""
 
-    handler = _TqdmLoggingHandler()
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
     logger = logging.getLogger("avgzsl")
-    logger.handlers = [h for h in logger.handlers if not isinstance(h, _TqdmLoggingHandler)]
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, _TqdmHandler)]
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    handler.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _data_args(p: argparse.ArgumentParser, root_required: bool = True) -> None:
