@@ -89,3 +89,11 @@ def test_sweep_writes_csv_and_figure(tmp_path, tiny_root):
     assert (out / "sweep.png").stat().st_size > 1000
     saved = (out / "method.tcn_layers=3" / "seed0" / "config.yaml").read_text()
     assert "tcn_layers: 3" in saved
+
+
+def test_ablate_refuses_an_unknown_variant_before_training(tmp_path, tiny_root, capsys):
+    code = main(["ablate", "--root", str(tiny_root), "--variants", "base", "nosuch", "--out", str(tmp_path),
+                 "--quiet", "data.dataset=" + tiny_root.name, *TINY])
+    assert code == 2
+    assert "nosuch" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("results.json"))  # not even the baseline ran

@@ -113,3 +113,8 @@ def test_unknown_override_key_names_the_key():
         build_config("toy", "UCF", ["train.epochz=3"])
     with pytest.raises(ConfigError, match="expected an integer"):
         build_config("toy", "UCF", ["train.epochs=three"])
+
+
+def test_unknown_stage2_lr_mode_is_refused(tmp_path, bench):
+    with pytest.raises(ValueError, match="stage2_lr"):
+        run_protocol(_cfg(stage2_lr="replai"), bench, tmp_path)

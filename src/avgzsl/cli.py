@@ -100,11 +100,11 @@ def _run_seeds(method: str, dataset: str, overrides: list[str], seeds: list[int]
     from avgzsl.protocol import run_protocol
 
     results = []
+    cache = bench_cache if bench_cache is not None else {}  # one load serves every seed
     for seed in seeds:
         cfg = build_config(method, dataset, overrides, config_file)
         cfg.seed = seed
         key = json.dumps(cfg.to_dict()["data"], sort_keys=True)
-        cache = bench_cache if bench_cache is not None else {}
         if key not in cache:
             cache[key] = _load(cfg)
         run_dir = out / f"seed{seed}" if (len(seeds) > 1 if seed_dirs is None else seed_dirs) else out
@@ -196,16 +196,18 @@ def cmd_ablate(args) -> int:
 
     out = Path(args.out)
     base = _data_overrides(args) + args.overrides
+    variants = ablation_variants()
+    names = args.variants or list(variants)
+    unknown = [n for n in names if n not in variants]
+    if unknown:  # before any training, not after hours of it
+        print(f"error: unknown variant(s) {', '.join(unknown)}; known: {', '.join(variants)}", file=sys.stderr)
+        return 2
     cache: dict = {}
     results = []
     if args.baseline:
         results += _run_seeds(args.baseline, args.dataset, base, args.seeds, out / args.baseline, label=args.baseline,
                               bench_cache=cache, seed_dirs=True)
-    variants = ablation_variants()
-    for name in args.variants or list(variants):
-        if name not in variants:
-            print(f"error: unknown variant {name!r}; known: {', '.join(variants)}", file=sys.stderr)
-            return 2
+    for name in names:
         extra = [f"method.{k}={json.dumps(v)}" for k, v in variants[name].items()]
         results += _run_seeds("daan", args.dataset, base + extra, args.seeds, out / name.replace("+", "_"),
                               label=name, bench_cache=cache, seed_dirs=True)

@@ -156,6 +156,8 @@ def _checkpoint(method: Method, optimizer: torch.optim.Optimizer, cfg: RunConfig
 
 def run_protocol(cfg: RunConfig, bench: Benchmark, output_dir: str | Path, label: str | None = None) -> dict:
     """Stage 1 -> stage 2 -> test. Writes the run directory and returns results.json's content."""
+    if cfg.train.stage2_lr not in ("replay", "reference"):
+        raise ValueError(f"train.stage2_lr must be 'replay' or 'reference', got {cfg.train.stage2_lr!r}")
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     run = RunDir(output_dir)
