@@ -226,3 +226,25 @@ def test_flatten_pooling_keeps_which_chunk_said_what():
     assert not torch.allclose(q(x), q(swapped))
     with pytest.raises(ValueError, match="flatten"):
         QDMA(16, 8, temporal=True, pool="flatten")
+
+
+def test_token_residual_carries_each_chunk_past_the_attention():
+    torch.manual_seed(0)
+    x, other = torch.randn(3, 16), torch.randn(3, 16)
+    outs = {}
+    for residual in (False, True):
+        q = QDMA(16, 8, n_tokens=4, heads=2, pool="flatten", use_tcn=False, token_residual=residual).eval()
+        with torch.no_grad():
+            q.attn.v.weight.zero_()  # the attention says nothing: only the residual can carry the input
+        outs[residual] = (q(x), q(other))
+    torch.testing.assert_close(*outs[False])  # without it, every input gives the same output
+    assert not torch.allclose(*outs[True])
+    # it is the sum of the normalised attention output and the (position-coded) tokens
+    q = QDMA(16, 8, n_tokens=4, heads=2, pool="flatten", use_tcn=False, token_residual=True).eval()
+    tok = x.view(3, 4, 4) + q.pos
+    o = q.norm(q.attn(tok).reshape(12, -1)).view(3, 4, -1) + tok
+    torch.testing.assert_close(q(x), q.refine(o.flatten(1)) * q.scale)
+    with pytest.raises(ValueError, match="token_residual"):
+        QDMA(16, 8, n_tokens=4, heads=2, attn_dim=8, token_residual=True)
+    model = DAAN(small_cfg(token_residual=True, pool="flatten"), DataDims(16, 16, 12, False))
+    assert model.enc_a.token_residual and model.enc_v.token_residual

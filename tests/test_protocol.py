@@ -118,3 +118,13 @@ def test_unknown_override_key_names_the_key():
 def test_unknown_stage2_lr_mode_is_refused(tmp_path, bench):
     with pytest.raises(ValueError, match="stage2_lr"):
         run_protocol(_cfg(stage2_lr="replai"), bench, tmp_path)
+
+
+def test_override_words_stay_strings_and_exponents_are_numbers():
+    # YAML 1.1 would read `off` as False (breaking method.csgm=off) and `1e-3` as a string.
+    from avgzsl.config import parse_overrides
+
+    tree = parse_overrides(["method.csgm=off", "method.noise=false", "train.stage2_lr=on"])
+    assert tree == {"method": {"csgm": "off", "noise": False}, "train": {"stage2_lr": "on"}}
+    cfg = build_config("daan", "UCF", ["method.csgm=off", "method.lr=1e-3", "method.noise=false"])
+    assert cfg.method.csgm == "off" and cfg.method.lr == pytest.approx(1e-3) and cfg.method.noise is False

@@ -131,17 +131,16 @@ def cmd_evaluate(args) -> int:
     """Re-score a finished run: load its config and the stage-2 checkpoint, score test (and val)."""
     import torch
 
-    from avgzsl.config import config_from_dict
+    from avgzsl.config import config_from_dict, load_yaml_text
     from avgzsl.protocol import build_method, score_phase
     from avgzsl.reports import scores_table
     from avgzsl.runs import RunDir
-    import yaml
 
     run = RunDir(args.run_dir)
     if not run.config_file.exists():
         print(f"error: {run.config_file} not found: is {args.run_dir} a run directory?", file=sys.stderr)
         return 2
-    cfg = config_from_dict(yaml.safe_load(run.config_file.read_text()))
+    cfg = config_from_dict(load_yaml_text(run.config_file.read_text()))
     if args.root:
         cfg.data.root = args.root
     cfg.train.progress = False
@@ -219,8 +218,7 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    import yaml
-
+    from avgzsl.config import load_yaml_text
     from avgzsl.reports import aggregate, plot_sweep, write_csv
 
     out = Path(args.out)
@@ -228,7 +226,7 @@ def cmd_sweep(args) -> int:
     cache: dict = {}
     rows = []
     for value in args.values:
-        parsed = yaml.safe_load(value)
+        parsed = load_yaml_text(value)
         res = _run_seeds(args.method, args.dataset, base + [f"{args.key}={value}"], args.seeds,
                          out / f"{args.key}={value}", label=f"{args.key}={value}", bench_cache=cache,
                          seed_dirs=True)

@@ -12,6 +12,7 @@ and an unknown key is an error that lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,24 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class YAMLLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false are booleans, so `csgm: off` stays the string "off"."""
+
+
+YAMLLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml_text(text) -> Any:
+    """Parse YAML (a string or a stream) with YAML 1.2 booleans."""
+    return yaml.load(text, Loader=YAMLLoader)
 DATASETS = ("UCF", "ActivityNet", "VGGSound")
 
 
@@ -110,6 +129,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -152,7 +176,7 @@ def parse_overrides(items: list[str]) -> dict:
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        node[parts[-1]] = load_yaml_text(raw) if raw.strip() else ""
     return tree
 
 
@@ -206,7 +230,7 @@ def apply_tree(cfg: RunConfig, tree: dict) -> RunConfig:
 def _load_yaml(path: Path) -> dict:
     try:
         with open(path) as fh:
-            tree = yaml.safe_load(fh) or {}
+            tree = load_yaml_text(fh) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as exc:

@@ -45,6 +45,9 @@ class DAANConfig(OptimConfig):
     # [R] how token outputs become one vector: "mean" (daan.md) or "flatten" (concatenate the chunk tokens;
     # averaged features only). Mean pooling squeezes 512 input dims into one token width (64 at 8 chunks).
     pool: str = "mean"
+    # [R] add each token to its normalised attention output (Differential Transformer's residual); off in
+    # daan.md. With pool=flatten it keeps the chunks apart: see the README's QDMA finding.
+    token_residual: bool = False
     pos_emb: str = "auto"  # [R] auto | learned | sinusoidal | none (auto: learned chunks, sinusoidal time steps)
     use_tcn: bool = True
     tcn_layers: int = 2  # paper's n (UCF 2, ActivityNet 3, VGGSound 5)
@@ -189,6 +192,7 @@ class DAAN(Method):
             heads=cfg.heads, attn_dim=cfg.attn_dim, pos_emb=cfg.pos_emb, dropout=cfg.embedding_dropout,
             momentum=cfg.momentum, use_tcn=cfg.use_tcn, tcn_layers=cfg.tcn_layers, tcn_kernel=cfg.tcn_kernel,
             tcn_input=cfg.tcn_input, tcn_steps=cfg.tcn_steps, pool=cfg.pool,
+            token_residual=cfg.token_residual,
         )
 
     # --- forward pieces -----------------------------------------------------------------------------

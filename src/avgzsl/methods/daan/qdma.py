@@ -139,6 +139,9 @@ class QDMA(nn.Module):
         tcn_input: "reshape" (o_m as tcn_steps steps of hidden / tcn_steps channels) or "tokens"
             (the token sequence itself).
         pool: "mean" over tokens (daan.md) or "flatten" (concatenate chunk tokens; averaged features only).
+        token_residual: add each token to its normalised attention output (as in a Differential
+            Transformer layer, X + MultiHead(X)); off in daan.md. Without it every token's output is a
+            mixture of the same projected chunks, so chunk identity is lost (README, QDMA finding).
     """
 
     part_names = ("attn", "tcn")
@@ -146,7 +149,8 @@ class QDMA(nn.Module):
     def __init__(self, in_dim: int, hidden: int, temporal: bool = False, n_tokens: int = 8, beta: float = 0.5,
                  beta_init: float = 0.2, heads: int = 4, attn_dim: int = 0, pos_emb: str = "auto",
                  dropout: float = 0.0, momentum: float = 0.1, use_tcn: bool = True, tcn_layers: int = 2,
-                 tcn_kernel: int = 3, tcn_input: str = "reshape", tcn_steps: int = 8, pool: str = "mean"):
+                 tcn_kernel: int = 3, tcn_input: str = "reshape", tcn_steps: int = 8, pool: str = "mean",
+                 token_residual: bool = False):
         super().__init__()
         self.temporal = temporal
         if temporal:
@@ -164,6 +168,9 @@ class QDMA(nn.Module):
         self.pos_kind = pos_emb
         self.pos = nn.Parameter(torch.randn(n_tokens, token_dim) * 0.02) if pos_emb == "learned" else None
         attn_dim = attn_dim or token_dim
+        if token_residual and attn_dim != token_dim:
+            raise ValueError(f"token_residual needs attn_dim == token size ({token_dim}), got attn_dim = {attn_dim}")
+        self.token_residual = token_residual
         self.attn = DifferentialAttention(token_dim, attn_dim, heads, beta)
         self.norm = nn.GroupNorm(heads, attn_dim)  # per head and per token (applied to [B*T, C])
         if pool not in ("mean", "flatten"):
@@ -221,6 +228,8 @@ class QDMA(nn.Module):
         b, t, _ = tok.shape
         o = self.attn(tok, mask).reshape(b * t, -1)
         o = self.norm(o).view(b, t, -1)
+        if self.token_residual:
+            o = o + tok
         o = self.refine(o.flatten(1) if self.pool == "flatten" else masked_mean(o, mask)) * self.scale
         o = scale_grad_out(o, slots.get("attn"))
         if not self.use_tcn:
