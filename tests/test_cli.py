@@ -97,3 +97,28 @@ def test_ablate_refuses_an_unknown_variant_before_training(tmp_path, tiny_root, 
     assert code == 2
     assert "nosuch" in capsys.readouterr().err
     assert not list(tmp_path.rglob("results.json"))  # not even the baseline ran
+
+
+def test_sweep_resume_reuses_finished_runs_and_refuses_another_config(tmp_path, tiny_root, capsys, monkeypatch):
+    import avgzsl.protocol
+
+    out = tmp_path / "sweep"
+    args = ["sweep", "--method", "daan", "--key", "method.gamma", "--seeds", "0", "--dataset", "UCF", "--root",
+            str(tiny_root), "--out", str(out), "--quiet", "--resume", "data.dataset=" + tiny_root.name, *TINY]
+    assert main([*args[:5], "--values", "0.3", *args[5:]]) == 0  # one process runs 0.3 ...
+    first = json.loads((out / "method.gamma=0.3" / "seed0" / "results.json").read_text())
+    calls = []
+    real = avgzsl.protocol.run_protocol
+    monkeypatch.setattr(avgzsl.protocol, "run_protocol", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    assert main([*args[:5], "--values", "0.3", "0.6", *args[5:]]) == 0  # ... the full sweep only adds 0.6
+    assert [p.parent.name for p in calls] == ["method.gamma=0.6"]
+    import csv
+
+    rows = {float(r["value"]): r for r in csv.DictReader(open(out / "sweep.csv"))}
+    assert sorted(rows) == [0.3, 0.6]
+    assert float(rows[0.3]["HM_mean"]) == pytest.approx(first["test"]["HM"], abs=1e-4)  # the reused run's numbers
+    capsys.readouterr()
+    # a finished run made with other settings is not mixed in
+    code = main([*args[:5], "--values", "0.3", *args[5:], "method.beta=0.5"])
+    assert code == 2
+    assert "method.beta" in capsys.readouterr().err

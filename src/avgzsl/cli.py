@@ -43,6 +43,8 @@ def _data_args(p: argparse.ArgumentParser, root_required: bool = True) -> None:
     p.add_argument("--cache-dir", default=None, help="cache loaded tensors here (keyed by files and options)")
     p.add_argument("--config", default=None, help="extra YAML merged over configs/<dataset>/<method>.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished runs with the same config under --out instead of training them again")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=15 method.embedding_dropout=0.1")
 
 
@@ -93,9 +95,49 @@ def cmd_synth(args) -> int:
     return 0
 
 
+# Settings that do not change what a run computes: a finished run may be reused across them.
+_RESUME_IGNORES = {"train.progress", "train.num_threads", "data.cache_dir"}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _finished_run(run_dir: Path, cfg) -> dict | None:
+    """results.json of a finished run in run_dir made with the same config (--resume), else None.
+
+    A finished run with another config is an error, not silently mixed into a table.
+    """
+    from avgzsl.config import ConfigError, load_yaml_text
+    from avgzsl.runs import RunDir
+
+    run = RunDir(run_dir)
+    if not run.results_file.exists():
+        return None
+    saved = _flatten(load_yaml_text(run.config_file.read_text()))
+    wanted = _flatten(cfg.to_dict())
+    differ = sorted(k for k in saved.keys() | wanted.keys()
+                    if k not in _RESUME_IGNORES and saved.get(k) != wanted.get(k))
+    if differ:
+        raise ConfigError(f"--resume: {run_dir} holds a finished run with another config (differs in "
+                          f"{', '.join(differ)}); choose another --out")
+    return json.loads(run.results_file.read_text())
+
+
 def _run_seeds(method: str, dataset: str, overrides: list[str], seeds: list[int], out: Path, config_file=None,
-               label: str | None = None, bench_cache: dict | None = None, seed_dirs: bool | None = None) -> list[dict]:
-    """Run the protocol once per seed; runs go to out/seed<N> (or to out itself for a single plain run)."""
+               label: str | None = None, bench_cache: dict | None = None, seed_dirs: bool | None = None,
+               resume: bool = False) -> list[dict]:
+    """Run the protocol once per seed; runs go to out/seed<N> (or to out itself for a single plain run).
+
+    resume: reuse a seed's finished run (same config) instead of training it again, so an interrupted
+    job continues where it stopped and several processes can share one output folder.
+    """
     from avgzsl.config import build_config
     from avgzsl.protocol import run_protocol
 
@@ -104,11 +146,15 @@ def _run_seeds(method: str, dataset: str, overrides: list[str], seeds: list[int]
     for seed in seeds:
         cfg = build_config(method, dataset, overrides, config_file)
         cfg.seed = seed
-        key = json.dumps(cfg.to_dict()["data"], sort_keys=True)
-        if key not in cache:
-            cache[key] = _load(cfg)
         run_dir = out / f"seed{seed}" if (len(seeds) > 1 if seed_dirs is None else seed_dirs) else out
-        res = run_protocol(cfg, cache[key], run_dir, label=label)
+        res = _finished_run(run_dir, cfg) if resume else None
+        if res is not None:
+            LOG.info("reusing the finished run %s", run_dir)
+        else:
+            key = json.dumps(cfg.to_dict()["data"], sort_keys=True)
+            if key not in cache:
+                cache[key] = _load(cfg)
+            res = run_protocol(cfg, cache[key], run_dir, label=label)
         _print_run(res)
         results.append(res)
     return results
@@ -118,7 +164,7 @@ def cmd_run(args) -> int:
     out = Path(args.out or f"runs/{args.method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     seeds = args.seeds if args.seeds else [args.seed]
     results = _run_seeds(args.method, args.dataset, _data_overrides(args) + args.overrides, seeds, out, args.config,
-                         label=args.label)
+                         label=args.label, resume=args.resume)
     if len(results) > 1:
         from avgzsl.reports import aggregate, markdown_table
 
@@ -204,12 +250,13 @@ def cmd_ablate(args) -> int:
     cache: dict = {}
     results = []
     if args.baseline:
+        # --config holds DAAN settings: the baseline runs on its own YAML
         results += _run_seeds(args.baseline, args.dataset, base, args.seeds, out / args.baseline, label=args.baseline,
-                              bench_cache=cache, seed_dirs=True)
+                              bench_cache=cache, seed_dirs=True, resume=args.resume)
     for name in names:
         extra = [f"method.{k}={json.dumps(v)}" for k, v in variants[name].items()]
         results += _run_seeds("daan", args.dataset, base + extra, args.seeds, out / name.replace("+", "_"),
-                              label=name, bench_cache=cache, seed_dirs=True)
+                              args.config, label=name, bench_cache=cache, seed_dirs=True, resume=args.resume)
     table = markdown_table(aggregate(results), title=f"Ablation on {args.dataset} (test, mean ± std over seeds "
                                                       f"{' '.join(map(str, args.seeds))})")
     (out / "ablation.md").write_text(table)
@@ -228,8 +275,8 @@ def cmd_sweep(args) -> int:
     for value in args.values:
         parsed = load_yaml_text(value)
         res = _run_seeds(args.method, args.dataset, base + [f"{args.key}={value}"], args.seeds,
-                         out / f"{args.key}={value}", label=f"{args.key}={value}", bench_cache=cache,
-                         seed_dirs=True)
+                         out / f"{args.key}={value}", args.config, label=f"{args.key}={value}", bench_cache=cache,
+                         seed_dirs=True, resume=args.resume)
         (row,) = aggregate(res)
         row["value"] = parsed
         rows.append(row)
