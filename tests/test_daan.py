@@ -248,3 +248,17 @@ def test_token_residual_carries_each_chunk_past_the_attention():
         QDMA(16, 8, n_tokens=4, heads=2, attn_dim=8, token_residual=True)
     model = DAAN(small_cfg(token_residual=True, pool="flatten"), DataDims(16, 16, 12, False))
     assert model.enc_a.token_residual and model.enc_v.token_residual
+
+
+def test_qdma_norm_none_skips_the_group_norm():
+    torch.manual_seed(0)
+    x = torch.randn(3, 16)
+    q = QDMA(16, 8, n_tokens=4, heads=2, use_tcn=False, norm="none").eval()
+    tok = x.view(3, 4, 4) + q.pos
+    torch.testing.assert_close(q(x), q.refine(q.attn(tok).reshape(3, 4, -1).mean(1)) * q.scale)
+    grouped = QDMA(16, 8, n_tokens=4, heads=2, use_tcn=False).eval()
+    grouped.load_state_dict(q.state_dict(), strict=False)  # same weights, plus the GroupNorm
+    assert not torch.allclose(grouped(x), q(x))
+    with pytest.raises(ValueError, match="norm"):
+        QDMA(16, 8, n_tokens=4, heads=2, norm="layer")
+    assert DAAN(small_cfg(qdma_norm="none"), DataDims(16, 16, 12, False)).enc_v.norm.__class__ is torch.nn.Identity

@@ -48,6 +48,7 @@ class DAANConfig(OptimConfig):
     # [R] add each token to its normalised attention output (Differential Transformer's residual); off in
     # daan.md. With pool=flatten it keeps the chunks apart: see the README's QDMA finding.
     token_residual: bool = False
+    qdma_norm: str = "group"  # [R] group (daan.md: per-head GroupNorm of each token) | none (to ablate it)
     pos_emb: str = "auto"  # [R] auto | learned | sinusoidal | none (auto: learned chunks, sinusoidal time steps)
     use_tcn: bool = True
     tcn_layers: int = 2  # paper's n (UCF 2, ActivityNet 3, VGGSound 5)
@@ -192,7 +193,7 @@ class DAAN(Method):
             heads=cfg.heads, attn_dim=cfg.attn_dim, pos_emb=cfg.pos_emb, dropout=cfg.embedding_dropout,
             momentum=cfg.momentum, use_tcn=cfg.use_tcn, tcn_layers=cfg.tcn_layers, tcn_kernel=cfg.tcn_kernel,
             tcn_input=cfg.tcn_input, tcn_steps=cfg.tcn_steps, pool=cfg.pool,
-            token_residual=cfg.token_residual,
+            token_residual=cfg.token_residual, norm=cfg.qdma_norm,
         )
 
     # --- forward pieces -----------------------------------------------------------------------------

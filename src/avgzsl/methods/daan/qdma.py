@@ -142,6 +142,7 @@ class QDMA(nn.Module):
         token_residual: add each token to its normalised attention output (as in a Differential
             Transformer layer, X + MultiHead(X)); off in daan.md. Without it every token's output is a
             mixture of the same projected chunks, so chunk identity is lost (README, QDMA finding).
+        norm: "group" (per-head GroupNorm of each token's output, daan.md) or "none" (for ablating it).
     """
 
     part_names = ("attn", "tcn")
@@ -150,7 +151,7 @@ class QDMA(nn.Module):
                  beta_init: float = 0.2, heads: int = 4, attn_dim: int = 0, pos_emb: str = "auto",
                  dropout: float = 0.0, momentum: float = 0.1, use_tcn: bool = True, tcn_layers: int = 2,
                  tcn_kernel: int = 3, tcn_input: str = "reshape", tcn_steps: int = 8, pool: str = "mean",
-                 token_residual: bool = False):
+                 token_residual: bool = False, norm: str = "group"):
         super().__init__()
         self.temporal = temporal
         if temporal:
@@ -172,7 +173,10 @@ class QDMA(nn.Module):
             raise ValueError(f"token_residual needs attn_dim == token size ({token_dim}), got attn_dim = {attn_dim}")
         self.token_residual = token_residual
         self.attn = DifferentialAttention(token_dim, attn_dim, heads, beta)
-        self.norm = nn.GroupNorm(heads, attn_dim)  # per head and per token (applied to [B*T, C])
+        if norm not in ("group", "none"):
+            raise ValueError(f"norm must be 'group' or 'none', got {norm!r}")
+        # per head and per token (applied to [B*T, C])
+        self.norm = nn.GroupNorm(heads, attn_dim) if norm == "group" else nn.Identity()
         if pool not in ("mean", "flatten"):
             raise ValueError(f"pool must be 'mean' or 'flatten', got {pool!r}")
         if pool == "flatten" and temporal:
