@@ -34,6 +34,9 @@ def test_run_evaluate_and_table(tmp_path, tiny_root, capsys):
 
     assert main(["table", str(run_dir)]) == 0
     assert "| avca | 1 |" in capsys.readouterr().out
+    assert main(["table", "--per-seed", str(run_dir)]) == 0
+    per_seed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert per_seed.startswith(f"| avca | 0 | {res['best_epoch']} |") and f"{res['test']['ZSL']:.2f} |" in per_seed
 
 
 def test_bad_override_is_a_clear_error(tiny_root, capsys):

@@ -287,13 +287,15 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from avgzsl.reports import aggregate, load_results, markdown_table
+    from avgzsl.reports import aggregate, load_results, markdown_table, per_seed_table
 
     results = load_results(args.paths)
     if not results:
         print(f"error: no results.json under {' '.join(args.paths)}", file=sys.stderr)
         return 2
     print(markdown_table(aggregate(results, args.group_by)))
+    if args.per_seed:
+        print(per_seed_table(results, args.group_by))
     return 0
 
 
@@ -367,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table", help="markdown table (mean ± std over seeds) of finished runs")
     p.add_argument("paths", nargs="+", help="run directories or folders of runs")
     p.add_argument("--group-by", default="label", help="results.json field that names a row (label or method)")
+    p.add_argument("--per-seed", action="store_true", help="also one row per run (seed, best epoch, beta, scores)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("ls", help="list the registered methods")

@@ -65,6 +65,16 @@ def markdown_table(rows: list[dict], title: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_seed_table(results: list[dict], group_key: str = "label") -> str:
+    """One markdown row per run: its group, seed, best epoch, stage-1 beta and test S / U / HM / ZSL."""
+    lines = ["| run | seed | best epoch | beta | S | U | HM | ZSL |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (str(r.get(group_key) or r.get("method")), r.get("seed", 0))):
+        cells = " | ".join(f"{float(r['test'][m]):.2f}" for m in METRICS)
+        lines.append(f"| {r.get(group_key) or r.get('method')} | {r.get('seed')} | {r['best_epoch']} | "
+                     f"{float(r['beta']):.1f} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def scores_table(scores: dict[str, dict], title: str = "") -> str:
     """A readable table of one run's phases, e.g. {"val": {...}, "test": {...}}."""
     header = f"{title}\n" if title else ""
