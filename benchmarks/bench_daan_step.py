@@ -1,6 +1,7 @@
 """Seconds per DAAN training step with CSGM full / vc / off, and the Base, at a dataset's settings.
 
     PYTHONPATH=src python benchmarks/bench_daan_step.py [--dataset UCF] [--steps 20] [--rounds 3] [--threads 0]
+        [--set method.token_residual=true method.pool=flatten]   (config overrides for every variant)
 
 Random 512-d audio / video features and 300-d text, batch size and hyper-parameters from
 configs/<dataset>/daan.yaml, a negative batch attached (as the protocol does). Each variant runs
@@ -72,6 +73,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every variant")
+    ap.add_argument("--out", default=None, help="also write the report as JSON here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,7 +82,7 @@ def main() -> None:
 
     models, opts, batches = {}, {}, {}
     for name, over in VARIANTS.items():
-        cfg = build_config("daan", args.dataset, {"method": over})
+        cfg = build_config("daan", args.dataset, args.set + [f"method.{k}={v}" for k, v in over.items()])
         torch.manual_seed(0)
         model = DAAN(cfg.method, DataDims(512, 512, 300)).to(device).train()
         models[name], opts[name] = model, model.configure_optimizer()
@@ -104,7 +107,7 @@ def main() -> None:
 
     med = {name: statistics.median(t) for name, t in times.items()}
     report = {
-        "dataset": args.dataset, "batch_size": batch_size, "device": str(device),
+        "dataset": args.dataset, "overrides": args.set, "batch_size": batch_size, "device": str(device),
         "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds,
         "seconds_per_step": {k: round(v, 5) for k, v in med.items()},
         "all_rounds": {k: [round(x, 5) for x in v] for k, v in times.items()},
@@ -114,6 +117,9 @@ def main() -> None:
         "ratio_off_over_base": round(med["csgm_off"] / med["base"], 3),
     }
     print(json.dumps(report, indent=2))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(report, fh, indent=2)
 
 
 if __name__ == "__main__":
