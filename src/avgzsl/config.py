@@ -25,7 +25,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 class YAMLLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: only true/false are booleans, so `csgm: off` stays the string "off"."""
+    """SafeLoader closer to YAML 1.2: only true/false are booleans (so `csgm: off` stays the string "off"),
+    and 1e-3 (exponent, no dot) is a float, not a string."""
 
 
 YAMLLoader.yaml_implicit_resolvers = {
@@ -35,6 +36,8 @@ YAMLLoader.yaml_implicit_resolvers = {
 YAMLLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
 
 
 def load_yaml_text(text) -> Any:
@@ -129,11 +132,6 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):

@@ -34,11 +34,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
+def row_name(result: dict, group_key: str = "label") -> str:
+    """The table row a run belongs to: its `group_key` field (label), else its method name."""
+    return str(result.get(group_key) or result.get("method"))
+
+
 def aggregate(results: list[dict], group_key: str = "label") -> list[dict]:
     """Group runs by `group_key` (falls back to the method name) and average the test scores over seeds."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in results:
-        groups[str(r.get(group_key) or r.get("method"))].append(r)
+        groups[row_name(r, group_key)].append(r)
     rows = []
     for name, runs in groups.items():
         row = {"name": name, "n": len(runs), "seeds": sorted(r.get("seed") for r in runs)}
@@ -68,9 +73,9 @@ def markdown_table(rows: list[dict], title: str | None = None) -> str:
 def per_seed_table(results: list[dict], group_key: str = "label") -> str:
     """One markdown row per run: its group, seed, best epoch, stage-1 beta and test S / U / HM / ZSL."""
     lines = ["| run | seed | best epoch | beta | S | U | HM | ZSL |", "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: (str(r.get(group_key) or r.get("method")), r.get("seed", 0))):
+    for r in sorted(results, key=lambda r: (row_name(r, group_key), r.get("seed", 0))):
         cells = " | ".join(f"{float(r['test'][m]):.2f}" for m in METRICS)
-        lines.append(f"| {r.get(group_key) or r.get('method')} | {r.get('seed')} | {r['best_epoch']} | "
+        lines.append(f"| {row_name(r, group_key)} | {r.get('seed')} | {r['best_epoch']} | "
                      f"{float(r['beta']):.1f} | {cells} |")
     return "\n".join(lines) + "\n"
 
