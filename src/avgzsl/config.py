@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+DATASETS = ("UCF", "ActivityNet", "VGGSound")
 
 
 class YAMLLoader(yaml.SafeLoader):
@@ -41,9 +42,8 @@ YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[
 
 
 def load_yaml_text(text) -> Any:
-    """Parse YAML (a string or a stream) with YAML 1.2 booleans."""
+    """Parse YAML (a string or a stream) with `YAMLLoader`: configs, overrides and saved run configs alike."""
     return yaml.load(text, Loader=YAMLLoader)
-DATASETS = ("UCF", "ActivityNet", "VGGSound")
 
 
 @dataclass
