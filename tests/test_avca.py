@@ -9,7 +9,8 @@ from torch import nn
 from avgzsl.config import build_config
 from avgzsl.data.types import Batch
 from avgzsl.methods import DataDims, get_method
-from avgzsl.methods.avca import AVCA, AVCAConfig, AlignmentHead, alignment_loss
+from avgzsl.methods.alignment import AlignmentHead, alignment_loss
+from avgzsl.methods.avca import AVCA, AVCAConfig
 from avgzsl.methods.layers import EmbeddingNet, FastDropout, TokenTransformer, triplet
 
 TEXT_DIM = 300

@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -52,8 +52,9 @@ class DataConfig:
 
     dataset: str = "UCF"
     root: str = ""  # the dataset folder holding class-split/ and features/
-    feature_set: str = "main"  # main (SeLaVi 512/512) or cls (VGGish 128 / C3D 4096)
-    split: str = "main_split"  # main_split or cls_split
+    # main (SeLaVi 512/512), cls (VGGish 128 / C3D 4096), or the name of your own <name>_features folder
+    feature_set: str = "main"
+    split: Literal["main_split", "cls_split"] = "main_split"
     temporal: bool = False  # per-second (TCaF) features instead of averaged (AVCA)
     legacy_text_order: bool = False  # reproduce the reference loaders' text misalignment
     cache_dir: str | None = None
@@ -71,10 +72,11 @@ class TrainConfig:
     # Stage 2 has no clean validation set. "replay" re-uses stage 1's learning rate of each epoch, so both
     # stages run the same schedule; "reference" steps the scheduler on the HM of the (trained-on) stage-1
     # val split, as the reference code does.
-    stage2_lr: str = "replay"
+    stage2_lr: Literal["replay", "reference"] = "replay"
     beta_grid: list[float] = field(default_factory=lambda: [0.0, 3.0, 16.0])  # linspace(start, stop, num)
     eval_batch_size: int = 4096
-    save_checkpoints: str = "best"  # "best" (stage-1 best + stage-2 test model), "all" (every epoch) or "none"
+    # "best" (stage-1 best + stage-2 test model), "all" (every epoch) or "none"
+    save_checkpoints: Literal["best", "all", "none"] = "best"
     device: str = "cpu"
     num_threads: int = 0  # 0 = torch's default
     progress: bool = True
@@ -99,6 +101,11 @@ class ConfigError(ValueError):
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check (and gently convert) `value` against the annotation `tp`."""
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value in choices and not (isinstance(value, bool) and not any(isinstance(c, bool) for c in choices)):
+            return value
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -111,6 +118,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
         raise ConfigError(f"{where}: {value!r} does not match {tp}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -195,21 +204,81 @@ def build_config(
     overrides: list[str] | dict | None = None,
     config_file: str | Path | None = None,
 ) -> RunConfig:
-    """Resolve a run's config: dataclass defaults < configs/<dataset>/<method>.yaml < config_file < overrides."""
+    """Resolve a run's config: dataclass defaults < configs/<dataset>/<method>.yaml < config_file < overrides.
+
+    A YAML file may hold a `by_feature_set: {cls: {...}}` section: the settings for that feature set,
+    applied over the file's own when the resolved `data.feature_set` is that set (the references tune
+    their hyper-parameters per feature set).
+    """
     from avgzsl.methods import get_method
 
     method_cls = get_method(method)
     cfg = RunConfig(method_name=method, method=method_cls.Config())
     cfg.data.dataset = dataset
-    tree: dict = {}
+    layers: list[tuple[dict, dict]] = []  # (settings, by_feature_set overlays) per source, lowest first
     path = default_config_path(dataset, method)
     if path.exists():
-        tree = _merge(tree, _load_yaml(path))
+        layers.append(_split_feature_sets(_load_yaml(path), path))
     if config_file is not None:
-        tree = _merge(tree, _load_yaml(Path(config_file)))
+        layers.append(_split_feature_sets(_load_yaml(Path(config_file)), config_file))
     if overrides:
-        tree = _merge(tree, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
-    return apply_tree(cfg, tree)
+        layers.append((parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides), {}))
+    flat: dict = {}
+    for settings, _ in layers:
+        flat = _merge(flat, settings)
+    feature_set = flat.get("data", {}).get("feature_set", cfg.data.feature_set) if isinstance(flat.get("data"), dict) \
+        else cfg.data.feature_set
+    tree: dict = {}
+    for settings, by_set in layers:
+        tree = _merge(_merge(tree, settings), by_set.get(feature_set, {}))
+    return check_config(apply_tree(cfg, tree))
+
+
+def check_config(cfg: RunConfig) -> RunConfig:
+    """Checks that need several fields, run when a config is built (before any data loads).
+
+    Single fields are checked by their type annotations (`Literal` choices, numbers); this adds
+    ranges, the feature kind the method takes, and the method's own cross-field checks.
+    """
+    from avgzsl.methods import get_method
+
+    t = cfg.train
+    for key in ("epochs", "n_batches", "batch_size", "eval_batch_size"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} must be at least 1, got {getattr(t, key)}")
+    if t.num_threads < 0:
+        raise ConfigError(f"train.num_threads must be 0 (torch's default) or more, got {t.num_threads}")
+    if not 0.0 < t.lr_factor <= 1.0:
+        raise ConfigError(f"train.lr_factor must be in (0, 1] (1 = never lower the rate), got {t.lr_factor}")
+    if len(t.beta_grid) != 3 or int(t.beta_grid[2]) < 1 or t.beta_grid[1] < t.beta_grid[0]:
+        raise ConfigError(f"train.beta_grid must be [start, stop, num] with stop >= start and num >= 1, "
+                          f"got {t.beta_grid}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.data.feature_set):
+        raise ConfigError(f"data.feature_set must be a folder-name prefix such as main or cls, "
+                          f"got {cfg.data.feature_set!r}")
+    method_cls = get_method(cfg.method_name)
+    kind = "temporal" if cfg.data.temporal else "averaged"
+    if kind not in method_cls.feature_kinds:
+        (other,) = set(method_cls.feature_kinds) - {kind} or {kind}
+        raise ConfigError(f"method {cfg.method_name} takes {' or '.join(method_cls.feature_kinds)} features, not "
+                          f"{kind} ones: set data.temporal={'true' if other == 'temporal' else 'false'}"
+                          + (" (--temporal)" if other == "temporal" else " (drop --temporal)"))
+    method_cls.check_config(cfg)
+    return cfg
+
+
+def _split_feature_sets(tree: dict, source) -> tuple[dict, dict]:
+    tree = dict(tree)
+    by_set = tree.pop("by_feature_set", None) or {}
+    if not isinstance(by_set, dict) or not all(isinstance(v, dict) for v in by_set.values()):
+        raise ConfigError(f"{source}: by_feature_set must map a feature set name to settings")
+    from avgzsl.data.layout import FEATURE_SETS
+
+    unknown = sorted(set(by_set) - set(FEATURE_SETS))
+    if unknown:
+        raise ConfigError(f"{source}: by_feature_set names unknown feature set(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(FEATURE_SETS)}")
+    return tree, by_set
 
 
 def apply_tree(cfg: RunConfig, tree: dict) -> RunConfig:
@@ -247,7 +316,7 @@ def config_from_dict(tree: dict) -> RunConfig:
 
     cfg = RunConfig(method_name=method, method=get_method(method).Config())
     cfg.data.dataset = dataset
-    return apply_tree(cfg, tree)
+    return check_config(apply_tree(cfg, tree))
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

@@ -88,39 +88,36 @@ def train_stage(
     generator = seed_everything(cfg.seed)
     train_phase = bench.phases["stage1_train" if stage == 1 else "stage2_train"]
     method = build_method(cfg, bench)
-    optimizer = method.configure_optimizer()
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+    optimizer = None if method.closed_form else method.configure_optimizer()
+    scheduler = None if optimizer is None else torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=cfg.train.lr_factor, patience=cfg.train.lr_patience
     )
-    sampler = BalancedBatchSampler(
+    sampler = None if method.closed_form else BalancedBatchSampler(
         train_phase.samples, bench.text, cfg.train.batch_size, generator, with_negatives=method.uses_negatives
     )
-    device = cfg.train.device
     result = StageResult(method, optimizer)
     checkpoint_all = cfg.train.save_checkpoints == "all"
 
     epoch_bar = tqdm(range(1, epochs + 1), desc=f"stage {stage}", unit="epoch", disable=not cfg.train.progress)
     for epoch in epoch_bar:
-        if replay_lrs is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = replay_lrs[epoch - 1]
-        lr = float(optimizer.param_groups[0]["lr"])
-        result.lrs.append(lr)
+        row = {"stage": stage, "epoch": epoch}
+        if optimizer is not None:
+            if replay_lrs is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = replay_lrs[epoch - 1]
+            row["lr"] = float(optimizer.param_groups[0]["lr"])
+        result.lrs.append(row.get("lr", 0.0))
 
         method.train()
         t0 = time.perf_counter()
-        sums: dict[str, torch.Tensor] = {}
-        for _ in tqdm(range(cfg.train.n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
-                      disable=not cfg.train.progress, mininterval=0.5):
-            batch = sampler.draw()
-            if device != "cpu":
-                batch = batch.to(device)
-            terms = method.optimization_step(batch, optimizer)
-            for k, v in terms.items():
-                sums[k] = sums[k] + v if k in sums else v.clone()
-        train_seconds = time.perf_counter() - t0
-        row = {"stage": stage, "epoch": epoch, "lr": lr, "train_seconds": round(train_seconds, 3)}
-        row.update({f"train_{k}": float(v) / cfg.train.n_batches for k, v in sums.items()})
+        if sampler is None:
+            fitted = method.fit(train_phase.samples, bench.text, epoch)
+            row["train_seconds"] = round(time.perf_counter() - t0, 3)
+            row.update(fitted)
+        else:
+            sums = _train_batches(method, sampler, optimizer, cfg, epoch)
+            row["train_seconds"] = round(time.perf_counter() - t0, 3)
+            row.update({f"train_{k}": float(v) / cfg.train.n_batches for k, v in sums.items()})
         row.update(method.epoch_diagnostics())
 
         needs_val = stage == 1 or cfg.train.stage2_lr == "reference"
@@ -130,7 +127,7 @@ def train_stage(
             row["eval_seconds"] = round(time.perf_counter() - t1, 3)
             prefix = "val" if stage == 1 else "trained_on_val"  # stage-2 "val" is training data: label it so
             row.update({f"{prefix}_{k}": v for k, v in val.to_dict().items()})
-            if replay_lrs is None:
+            if replay_lrs is None and scheduler is not None:
                 scheduler.step(val.HM)
             if stage == 1 and (result.best_val is None or val.HM > result.best_val.HM):
                 result.best_val, result.best_epoch = val, epoch
@@ -147,17 +144,30 @@ def train_stage(
     return result
 
 
-def _checkpoint(method: Method, optimizer: torch.optim.Optimizer, cfg: RunConfig, stage: int, epoch: int) -> dict:
+def _train_batches(method: Method, sampler: BalancedBatchSampler, optimizer, cfg: RunConfig, epoch: int) -> dict:
+    """n_batches optimisation steps; returns the sum of each loss term (tensors: no sync per step)."""
+    device = cfg.train.device
+    sums: dict[str, torch.Tensor] = {}
+    for _ in tqdm(range(cfg.train.n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
+                  disable=not cfg.train.progress, mininterval=0.5):
+        batch = sampler.draw()
+        if device != "cpu":
+            batch = batch.to(device)
+        terms = method.optimization_step(batch, optimizer)
+        for k, v in terms.items():
+            sums[k] = sums[k] + v if k in sums else v.clone()
+    return sums
+
+
+def _checkpoint(method: Method, optimizer, cfg: RunConfig, stage: int, epoch: int) -> dict:
     return {
         "method": cfg.method_name, "stage": stage, "epoch": epoch, "config": cfg.to_dict(),
-        "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+        "model": method.state_dict(), "optimizer": None if optimizer is None else optimizer.state_dict(),
     }
 
 
 def run_protocol(cfg: RunConfig, bench: Benchmark, output_dir: str | Path, label: str | None = None) -> dict:
     """Stage 1 -> stage 2 -> test. Writes the run directory and returns results.json's content."""
-    if cfg.train.stage2_lr not in ("replay", "reference"):
-        raise ValueError(f"train.stage2_lr must be 'replay' or 'reference', got {cfg.train.stage2_lr!r}")
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     run = RunDir(output_dir)
@@ -167,7 +177,8 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, output_dir: str | Path, label
         LOG.info("run %s: method %s on %s, seed %d", run.path, cfg.method_name, bench.name, cfg.seed)
         t0 = time.perf_counter()
 
-        stage1 = train_stage(1, bench, cfg, run, cfg.train.epochs)
+        epochs = get_method(cfg.method_name).stage_epochs(cfg)
+        stage1 = train_stage(1, bench, cfg, run, epochs)
         if stage1.best_val is None:
             raise RuntimeError("stage 1 produced no validation score (epochs must be >= 1)")
         best_epoch, beta = stage1.best_epoch, stage1.best_val.beta
@@ -197,7 +208,7 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, output_dir: str | Path, label
                 "stage2": round(stage2.seconds, 3),
                 "test": round(test_seconds, 3),
                 "total": round(total, 3),
-                "per_epoch_stage1": round(stage1.seconds / max(1, cfg.train.epochs), 3),
+                "per_epoch_stage1": round(stage1.seconds / max(1, epochs), 3),
                 "per_epoch_stage2": round(stage2.seconds / max(1, best_epoch), 3),
             },
             "data": {k: v for k, v in bench.info.items() if isinstance(v, (str, int, float, bool))},

@@ -56,17 +56,37 @@ def aggregate(results: list[dict], group_key: str = "label") -> list[dict]:
     return rows
 
 
+def fmt_mean_std(stat: tuple[float, float], n: int, digits: int = 2) -> str:
+    """`mean ± std` (sample std over n seeds); a single run shows its value alone (no invented ± 0)."""
+    return f"{stat[0]:.{digits}f}" if n < 2 else f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
+
+
 def markdown_table(rows: list[dict], title: str | None = None) -> str:
     """S / U / HM / ZSL as `mean ± std` in percent, one row per group."""
     lines = [f"### {title}", ""] if title else []
     lines.append("| model | seeds | S | U | HM | ZSL | best epoch | minutes / run |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cells = [f"{r[m][0]:.2f} ± {r[m][1]:.2f}" for m in METRICS]
+        cells = [fmt_mean_std(r[m], r["n"]) for m in METRICS]
         lines.append(
             f"| {r['name']} | {r['n']} | " + " | ".join(cells)
             + f" | {r['best_epoch'][0]:.1f} | {r['seconds'][0] / 60:.1f} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def compare_markdown(report: dict) -> str:
+    """A DAAN-Table-I-style table of `experiments.compare`'s report, and the methods that could not run."""
+    lines = [f"### {report['title']}", "",
+             "| method | features | seeds | S | U | HM | ZSL | best epoch | minutes / run | seconds / epoch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        cells = " | ".join(fmt_mean_std(r[m], r["n"]) for m in METRICS)
+        lines.append(f"| {r['name']} | {r['features']} | {r['n']} | {cells} | {r['best_epoch'][0]:.1f} | "
+                     f"{r['seconds'][0] / 60:.2f} | {r['per_epoch_seconds']:.2f} |")
+    if report.get("failed"):
+        lines += ["", "Could not run:", ""]
+        lines += [f"- {f['method']}: {f['reason']}" for f in report["failed"]]
     return "\n".join(lines) + "\n"
 
 

@@ -61,9 +61,10 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 class RunDir:
     """Owns the files of one run."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoints = self.path / "checkpoints"
         self.metrics_file = self.path / "metrics.jsonl"
         self.results_file = self.path / "results.json"

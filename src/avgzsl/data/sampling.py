@@ -34,7 +34,8 @@ class BalancedBatchSampler:
         self.generator = generator
         self.with_negatives = with_negatives
         labels = samples.labels
-        self.classes, counts = torch.unique(labels, return_counts=True)
+        self.classes, counts = torch.unique(labels, return_counts=True)  # sorted
+        self.classes_text = class_text[self.classes]
         if self.classes.numel() < 2 and with_negatives:
             raise ValueError("negatives need at least two training classes")
         # Samples sorted by class: class k owns rows starts[k] : starts[k] + counts[k] of `order`.
@@ -62,6 +63,7 @@ class BalancedBatchSampler:
     def draw(self) -> Batch:
         index, neg_index = self.draw_indices()
         batch = self.samples.batch(index, self.class_text)
+        batch.classes, batch.class_text = self.classes, self.classes_text
         if neg_index is not None:
             batch.negative = self.samples.batch(neg_index, self.class_text)
         return batch

@@ -97,6 +97,9 @@ class Batch:
         audio_mask, video_mask: [B, T] True on real time steps (temporal only).
         negative: for methods with `uses_negatives`, a batch of the same size whose sample i is a
             random sample of a class other than labels[i], with that class's text.
+        classes: training batches only: [C] global ids of the training phase's classes (sorted), the
+            label space of a classification loss (TCaF's cross-entropy).
+        class_text: training batches only: [C, text_dim] text embedding of each of `classes`.
     """
 
     audio: Tensor
@@ -106,9 +109,17 @@ class Batch:
     audio_mask: Tensor | None = None
     video_mask: Tensor | None = None
     negative: Batch | None = None
+    classes: Tensor | None = None
+    class_text: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def targets(self) -> Tensor:
+        """[B] position of each sample's label in `classes` (training batches only)."""
+        if self.classes is None:
+            raise ValueError("this batch carries no class set (only training batches do)")
+        return torch.searchsorted(self.classes, self.labels)
 
     def to(self, device: torch.device | str) -> Batch:
         def move(x):
@@ -118,6 +129,7 @@ class Batch:
             move(self.audio), move(self.video), move(self.labels), move(self.text),
             move(self.audio_mask), move(self.video_mask),
             None if self.negative is None else self.negative.to(device),
+            move(self.classes), move(self.class_text),
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from avgzsl.data.types import Batch
+from avgzsl.data.types import Batch, SampleSet
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,31 @@ class Method(nn.Module):
     Config: ClassVar[type] = OptimConfig
     #: whether the protocol must attach a negative batch (another class's sample and text) to each batch
     uses_negatives: ClassVar[bool] = False
+    #: kinds of features the method takes: "averaged" (one vector per video, [B, D]) and/or "temporal"
+    #: (per-second sequences, [B, T, D] with masks). A config asking for another kind is refused before
+    #: any data loads.
+    feature_kinds: ClassVar[tuple[str, ...]] = ("averaged",)
+    #: methods fitted in closed form (the linear reference) set this: the protocol builds no optimiser and
+    #: draws no batches, it calls `fit` once per "epoch" instead (see `fit`).
+    closed_form: ClassVar[bool] = False
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Cross-field checks of a whole RunConfig, run when the config is built (before data loads).
+
+        Raise `avgzsl.config.ConfigError` naming the keys. Single fields are already checked by their types.
+        """
+
+    #: methods that `avgzsl ablate --method <name>` adds as rows beside the variants (at their own configs)
+    ablation_baselines: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def ablation_variants(cls) -> dict[str, dict]:
+        """Named rows of the method's ablation table: {variant name: method-config overrides}.
+
+        `avgzsl ablate --method <name>` runs them, in this order.
+        """
+        return {}
 
     def __init__(self, cfg: Any, dims: DataDims):
         super().__init__()
@@ -64,7 +89,21 @@ class Method(nn.Module):
         """Loss of one batch: {"loss": scalar tensor, other named scalar terms...}."""
         raise NotImplementedError
 
-    def configure_optimizer(self) -> torch.optim.Optimizer:
+    @classmethod
+    def stage_epochs(cls, cfg: Any) -> int:
+        """Epochs of stage 1 for this RunConfig (closed-form methods: the number of candidate settings)."""
+        return cfg.train.epochs
+
+    def fit(self, samples: SampleSet, class_text: Tensor, epoch: int) -> dict[str, float]:
+        """Closed-form methods only: fit on all of `samples` ([C_all, text_dim] `class_text`).
+
+        `epoch` (1-based) indexes the method's candidate settings (e.g. a regularisation grid), so that
+        stage 1 selects one on validation exactly as it selects an epoch, and stage 2 refits the chosen
+        one on stage-2 train. Returns numbers for the epoch's metrics row.
+        """
+        raise NotImplementedError
+
+    def configure_optimizer(self) -> torch.optim.Optimizer | None:
         return make_adam(self.parameters(), self.cfg)
 
     def optimization_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:

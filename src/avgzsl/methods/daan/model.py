@@ -6,12 +6,13 @@ and the specification daan.md; every reconstructed choice is a field of `DAANCon
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from avgzsl.data.types import Batch
-from avgzsl.methods.avca import AlignmentHead, alignment_loss
+from avgzsl.methods.alignment import AlignmentHead, alignment_loss
 from avgzsl.methods.base import DataDims, Method, OptimConfig
 from avgzsl.methods.daan.csgm import CSGM, MODALITIES, CSGMSettings
 from avgzsl.methods.daan.qdma import QDMA, MLPEncoder
@@ -44,48 +45,47 @@ class DAANConfig(OptimConfig):
     beta_init: float = 0.2  # [R] refinement scale (1 - beta_init), Differential Transformer's first-layer value
     # [R] how token outputs become one vector: "mean" (daan.md) or "flatten" (concatenate the chunk tokens;
     # averaged features only). Mean pooling squeezes 512 input dims into one token width (64 at 8 chunks).
-    pool: str = "mean"
+    pool: Literal["mean", "flatten"] = "mean"
     # [R] add each token to its normalised attention output (Differential Transformer's residual); off in
     # daan.md. With pool=flatten it keeps the chunks apart: see the README's QDMA finding.
     token_residual: bool = False
-    qdma_norm: str = "group"  # [R] group (daan.md: per-head GroupNorm of each token) | none (to ablate it)
-    pos_emb: str = "auto"  # [R] auto | learned | sinusoidal | none (auto: learned chunks, sinusoidal time steps)
+    qdma_norm: Literal["group", "none"] = "group"  # [R] group (daan.md: per-head GroupNorm of each token) | none (to ablate it)
+    pos_emb: Literal["auto", "learned", "sinusoidal", "none"] = "auto"  # [R] auto | learned | sinusoidal | none (auto: learned chunks, sinusoidal time steps)
     use_tcn: bool = True
     tcn_layers: int = 2  # paper's n (UCF 2, ActivityNet 3, VGGSound 5)
     tcn_kernel: int = 3  # paper's k (UCF 3, ActivityNet 9, VGGSound 5)
-    tcn_input: str = "reshape"  # [R] reshape (o_m as a pseudo-sequence) | tokens (the token sequence)
+    tcn_input: Literal["reshape", "tokens"] = "reshape"  # [R] reshape (o_m as a pseudo-sequence) | tokens (the token sequence)
     tcn_steps: int = 8  # [R] pseudo-sequence length for tcn_input=reshape (hidden / tcn_steps channels)
     # --- cross-attention (daan.md 2)
-    cross: str = "attention"  # attention (the spec's, default) | transformer (AVCA's 2-token) | none
+    cross: Literal["attention", "transformer", "none"] = "attention"  # attention (the spec's, default) | transformer (AVCA's 2-token) | none
     cross_heads: int = 4  # [R]
     cross_ffn_dim: int = 512  # [R]
     cross_dropout: float | None = None  # [R] None = embedding_dropout (as AVCA's attention block)
     # --- loss (daan.md 4)
     margin: float = 1.0
     # --- CSGM (daan.md 5)
-    csgm: str = "full"  # off | vc (convergence rate only: the ablation's CSGM(V_c)) | full
+    csgm: Literal["off", "vc", "full"] = "full"  # off | vc (convergence rate only: the ablation's CSGM(V_c)) | full
     gamma: float = 0.45  # paper (UCF 0.45, ActivityNet 0.5, VGGSound 0.6)
     rho: float = 1.0  # [R] steepness of eta = max(1 - tanh(rho relu(s - 1)), gamma)
     noise: bool = True  # paper's eps ~ N(0, std(G)^2) on the modulated gradient
     csgm_eps: float = 1e-2  # [R] N(x) = x / (x + margin) + csgm_eps
     csgm_negatives: bool = True  # [R] sample i's negative's QDMA pass gets sample i's eta too
     # --- scoring
-    predict_from: str = "video"  # [R] video (AVCA: theta_v) | audio | mean (of theta_a and theta_v)
+    predict_from: Literal["video", "audio", "mean"] = "video"  # [R] video (AVCA: theta_v) | audio | mean (of theta_a and theta_v)
+
+
+# The paper's Table II rows as method-config overrides (`avgzsl ablate --method daan`).
+ABLATION_VARIANTS = {
+    "base": {"use_qdma": False, "csgm": "off"},  # MLP encoders + cross-attention + the same head
+    "base+qdma": {"use_qdma": True, "csgm": "off"},
+    "base+qdma+csgm_vc": {"use_qdma": True, "csgm": "vc"},
+    "daan": {"use_qdma": True, "csgm": "full"},
+}
 
 
 def ablation_variants() -> dict[str, dict]:
-    """The paper's Table II rows as method-config overrides (used by `avgzsl ablate`)."""
-    return {
-        "base": {"use_qdma": False, "csgm": "off"},  # MLP encoders + cross-attention + the same head
-        "base+qdma": {"use_qdma": True, "csgm": "off"},
-        "base+qdma+csgm_vc": {"use_qdma": True, "csgm": "vc"},
-        "daan": {"use_qdma": True, "csgm": "full"},
-    }
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"method.{name} must be one of {', '.join(choices)}; got {value!r}")
+    """The paper's Table II rows as method-config overrides (a copy of ABLATION_VARIANTS)."""
+    return {k: dict(v) for k, v in ABLATION_VARIANTS.items()}
 
 
 # --- cross-attention --------------------------------------------------------------------------------
@@ -156,12 +156,34 @@ class DAAN(Method):
 
     Config = DAANConfig
     uses_negatives = True
+    feature_kinds = ("averaged", "temporal")
+    ablation_baselines = ("avca", "linear")
+
+    @classmethod
+    def ablation_variants(cls) -> dict[str, dict]:
+        return ablation_variants()
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        from avgzsl.config import ConfigError
+
+        m = cfg.method
+        if not m.use_qdma:
+            return
+        if cfg.data.temporal and m.pool == "flatten":
+            raise ConfigError("method.pool=flatten needs a fixed token count (averaged features); "
+                              "use method.pool=mean with data.temporal=true")
+        if cfg.data.temporal and m.pos_emb == "learned":
+            raise ConfigError("method.pos_emb=learned needs a fixed token count (averaged features); use auto, "
+                              "sinusoidal or none with data.temporal=true")
+        if m.use_tcn and m.tcn_input == "reshape" and m.hidden_dim % m.tcn_steps:
+            raise ConfigError(f"method.hidden_dim ({m.hidden_dim}) must be divisible by method.tcn_steps "
+                              f"({m.tcn_steps}) for method.tcn_input=reshape")
+        if m.attn_dim and m.attn_dim % (2 * m.heads):
+            raise ConfigError(f"method.attn_dim ({m.attn_dim}) must be a multiple of 2 * method.heads ({2 * m.heads})")
 
     def __init__(self, cfg: DAANConfig, dims: DataDims):
         super().__init__(cfg, dims)
-        _check_choice("csgm", cfg.csgm, ("off", "vc", "full"))
-        _check_choice("cross", cfg.cross, ("attention", "transformer", "none"))
-        _check_choice("predict_from", cfg.predict_from, ("video", "audio", "mean"))
         h = cfg.hidden_dim
         self.enc_a = self._encoder(dims.audio_dim, dims.temporal)
         self.enc_v = self._encoder(dims.video_dim, dims.temporal)

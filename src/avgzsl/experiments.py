@@ -1,0 +1,385 @@
+"""Experiments: several runs of the protocol, as a small Python API (the CLI is a thin layer over it).
+
+    import avgzsl
+    results = avgzsl.run(method="daan", dataset="UCF", root="data/synth/UCF", seeds=[0, 1, 2],
+                         overrides=["train.epochs=15"], out="runs/daan")
+    table = avgzsl.compare(methods=["avca", "daan", "linear"], dataset="UCF", root=..., seeds=[0, 1, 2])
+    rows = avgzsl.ablate(method="daan", dataset="UCF", root=..., seeds=[0, 1, 2])
+    rows = avgzsl.sweep(method="daan", key="method.gamma", values=[0.1, 0.3], dataset="UCF", root=...)
+    scores = avgzsl.evaluate("runs/daan/seed0")
+
+What this module owns: turning (method, dataset, seeds, overrides) into resolved configs and run
+directories, loading each benchmark once for all the runs that read it, the resume policy (a finished
+run with the same config is reused, one with another config is refused), and the files an experiment
+writes next to its runs (ablation.md, sweep.csv/png, compare.md/json). The protocol itself is
+`avgzsl.protocol`; tables and figures are `avgzsl.reports`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from avgzsl.config import ConfigError, RunConfig, build_config, load_yaml_text, parse_overrides
+
+LOG = logging.getLogger("avgzsl")
+
+Overrides = Sequence[str] | dict | None
+OnResult = Callable[[dict], None] | None
+
+__all__ = ["BenchmarkStore", "ablate", "compare", "evaluate", "run", "sweep"]
+
+
+# --- benchmarks, loaded once ---------------------------------------------------------------------------
+class BenchmarkStore:
+    """Loads each distinct benchmark (data config) once and hands it to every run that reads it."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] = {}
+
+    @staticmethod
+    def key(cfg: RunConfig) -> str:
+        data = cfg.to_dict()["data"]
+        data.pop("cache_dir", None)
+        return json.dumps(data, sort_keys=True)
+
+    def get(self, cfg: RunConfig):
+        key = self.key(cfg)
+        if key not in self._loaded:
+            from avgzsl.data.loading import load_benchmark
+
+            t0 = time.perf_counter()
+            self._loaded[key] = load_benchmark(cfg.data, progress=cfg.train.progress)
+            LOG.info("loaded %s in %.1f s", self._loaded[key].name, time.perf_counter() - t0)
+        return self._loaded[key]
+
+
+# --- configs and the resume policy ---------------------------------------------------------------------
+def _override_list(root: str | Path | None, overrides: Overrides) -> list[str] | dict:
+    """Overrides with `root` (if given) as data.root; a dict stays a dict (merged the same way)."""
+    if isinstance(overrides, dict):
+        tree = json.loads(json.dumps(overrides))
+        if root is not None:
+            tree.setdefault("data", {})["root"] = str(root)
+        return tree
+    items = list(overrides or [])
+    return ([f"data.root={root}"] if root is not None else []) + items
+
+
+def _with(overrides: list[str] | dict, extra: dict) -> list[str] | dict:
+    """overrides + extra ({'method': {...}}), extra winning."""
+    from avgzsl.config import _merge
+
+    base = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
+    return _merge(base, extra)
+
+
+# Settings that do not change what a run computes: a finished run may be reused across them.
+RESUME_IGNORES = frozenset({"train.progress", "train.num_threads", "data.cache_dir"})
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(a: dict, b: dict, ignore: Iterable[str] = RESUME_IGNORES) -> list[str]:
+    """Keys (section.key) whose values differ between two config dicts, ignoring `ignore`."""
+    fa, fb = _flatten(a), _flatten(b)
+    return sorted(k for k in fa.keys() | fb.keys() if k not in set(ignore) and fa.get(k) != fb.get(k))
+
+
+def finished_run(run_dir: Path, cfg: RunConfig) -> dict | None:
+    """results.json of a finished run in run_dir made with the same config, else None.
+
+    A finished run with another config is an error (ConfigError naming the differing keys), never
+    silently mixed into a table.
+    """
+    from avgzsl.runs import RunDir
+
+    run = RunDir(run_dir, create=False)
+    if not run.results_file.exists():
+        return None
+    differ = config_differences(load_yaml_text(run.config_file.read_text()), cfg.to_dict())
+    if differ:
+        raise ConfigError(f"{run_dir} holds a finished run with another config (differs in {', '.join(differ)}); "
+                          f"choose another --out")
+    return json.loads(run.results_file.read_text())
+
+
+# --- run -----------------------------------------------------------------------------------------------
+def run(
+    method: str = "avca",
+    dataset: str = "UCF",
+    root: str | Path | None = None,
+    *,
+    seeds: Sequence[int] = (0,),
+    out: str | Path | None = None,
+    overrides: Overrides = None,
+    config_file: str | Path | None = None,
+    label: str | None = None,
+    resume: bool = False,
+    seed_dirs: bool | None = None,
+    benchmarks: BenchmarkStore | None = None,
+    on_result: OnResult = None,
+) -> list[dict]:
+    """Run the two-stage protocol once per seed and return each run's results (results.json's content).
+
+    Args:
+        method, dataset: a registered method and the dataset whose YAML config (configs/<dataset>/<method>.yaml)
+            gives the reference settings.
+        root: the benchmark folder (same as the override data.root=...).
+        seeds: one run per seed; run directories are out/seed<N> when there are several (or seed_dirs=True),
+            else out itself. Default out: runs/<method>-<dataset>-<time>.
+        overrides: ["section.key=value", ...] or a nested dict, applied over the YAML and config_file.
+        label: the row name of these runs in tables (default: the method name).
+        resume: reuse a seed's finished run made with the same config instead of training it again.
+        benchmarks: share loaded benchmarks with other calls (one load for many runs).
+        on_result: called with each run's results as soon as it finishes.
+
+    Every config is built and checked (unknown keys, wrong choices, a feature kind the method does not
+    take) before any data loads or any folder is written.
+    """
+    from avgzsl.protocol import run_protocol
+
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("at least one seed is needed")
+    ov = _override_list(root, overrides)
+    configs = []
+    for seed in seeds:
+        cfg = build_config(method, dataset, ov, config_file)
+        cfg.seed = int(seed)
+        configs.append(cfg)
+    out = Path(out) if out is not None else Path(f"runs/{method}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    per_seed = len(seeds) > 1 if seed_dirs is None else seed_dirs
+    store = benchmarks or BenchmarkStore()
+    results = []
+    for cfg in configs:
+        run_dir = out / f"seed{cfg.seed}" if per_seed else out
+        res = finished_run(run_dir, cfg) if resume else None
+        if res is not None:
+            LOG.info("reusing the finished run %s", run_dir)
+        else:
+            res = run_protocol(cfg, store.get(cfg), run_dir, label=label)
+        res.setdefault("run_dir", str(run_dir))
+        if on_result is not None:
+            on_result(res)
+        results.append(res)
+    return results
+
+
+# --- ablate --------------------------------------------------------------------------------------------
+def ablate(
+    method: str = "daan",
+    dataset: str = "UCF",
+    root: str | Path | None = None,
+    *,
+    variants: Sequence[str] | None = None,
+    baselines: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    out: str | Path = "runs/ablation",
+    overrides: Overrides = None,
+    config_file: str | Path | None = None,
+    resume: bool = False,
+    benchmarks: BenchmarkStore | None = None,
+    on_result: OnResult = None,
+) -> list[dict]:
+    """The method's ablation variants (its `ablation_variants()`), and baseline methods, over seeds.
+
+    Writes out/ablation.md and out/ablation.json (mean ± std per row) and returns the aggregated rows.
+    `config_file` holds settings of `method`; baselines run at their own YAML config with `overrides`.
+    """
+    from avgzsl.methods import get_method
+    from avgzsl.reports import aggregate, markdown_table
+
+    method_cls = get_method(method)
+    declared = method_cls.ablation_variants()
+    if not declared:
+        raise ConfigError(f"method {method} declares no ablation variants")
+    names = list(variants) if variants else list(declared)
+    unknown = [n for n in names if n not in declared]
+    if unknown:  # before any training, not after hours of it
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)} of {method}; known: {', '.join(declared)}")
+    baselines = [b for b in (method_cls.ablation_baselines if baselines is None else baselines) if b]
+    out = Path(out)
+    ov = _override_list(root, overrides)
+    jobs = [(b, ov, None, b, out / b) for b in baselines]
+    jobs += [(method, _with(ov, {"method": declared[n]}), config_file, n, out / n.replace("+", "_")) for n in names]
+    for name, job_ov, job_file, _, _ in jobs:  # every config checked before the first run
+        build_config(name, dataset, job_ov, job_file)
+    store = benchmarks or BenchmarkStore()
+    results = []
+    for name, job_ov, job_file, label, run_out in jobs:
+        results += run(name, dataset, seeds=seeds, out=run_out, overrides=job_ov, config_file=job_file, label=label,
+                       resume=resume, seed_dirs=True, benchmarks=store, on_result=on_result)
+    rows = aggregate(results)
+    title = f"Ablation of {method} on {dataset} (test, mean ± std over seeds {' '.join(map(str, seeds))})"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.md").write_text(markdown_table(rows, title=title))
+    (out / "ablation.json").write_text(json.dumps({"title": title, "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+# --- sweep ---------------------------------------------------------------------------------------------
+def sweep(
+    method: str = "daan",
+    key: str = "method.gamma",
+    values: Sequence[Any] = (),
+    dataset: str = "UCF",
+    root: str | Path | None = None,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    out: str | Path = "runs/sweep",
+    overrides: Overrides = None,
+    config_file: str | Path | None = None,
+    resume: bool = False,
+    benchmarks: BenchmarkStore | None = None,
+    on_result: OnResult = None,
+) -> list[dict]:
+    """One config key over values x seeds: writes out/sweep.csv and out/sweep.png (Figure-3 style),
+    returns one aggregated row per value (with its "value")."""
+    from avgzsl.reports import aggregate, plot_sweep, write_csv
+
+    if not values:
+        raise ConfigError("a sweep needs at least one value")
+    out = Path(out)
+    ov = _override_list(root, overrides)
+    texts = [str(v) for v in values]
+    jobs = [(_with(ov, parse_overrides([f"{key}={t}"])), t) for t in texts]
+    for job_ov, _ in jobs:
+        build_config(method, dataset, job_ov, config_file)
+    store = benchmarks or BenchmarkStore()
+    rows = []
+    for job_ov, text in jobs:
+        res = run(method, dataset, seeds=seeds, out=out / f"{key}={text}", overrides=job_ov, config_file=config_file,
+                  label=f"{key}={text}", resume=resume, seed_dirs=True, benchmarks=store, on_result=on_result)
+        (row,) = aggregate(res)
+        row["value"] = load_yaml_text(text)
+        rows.append(row)
+    write_csv(rows, out / "sweep.csv", extra=("value",))
+    plot_sweep(rows, key, out / "sweep.png", title=f"{method} on {dataset}: {key}")
+    return rows
+
+
+# --- compare -------------------------------------------------------------------------------------------
+def compare(
+    methods: Sequence[str] = ("avca", "daan", "linear"),
+    dataset: str = "UCF",
+    root: str | Path | None = None,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    out: str | Path = "runs/compare",
+    overrides: Overrides = None,
+    method_overrides: dict[str, Overrides] | None = None,
+    resume: bool = False,
+    benchmarks: BenchmarkStore | None = None,
+    on_result: OnResult = None,
+) -> dict:
+    """Several methods, each at its own reference config (+ `overrides`), over the same seeds.
+
+    Writes out/compare.md (a DAAN-Table-I-style table: S / U / HM / ZSL mean ± std, minutes per run,
+    seconds per epoch, the feature kind each method used) and out/compare.json, and returns the JSON's
+    content: {"rows": [...], "failed": [{"method", "reason"}], "seeds": [...], ...}. A method that cannot
+    run on the data (a feature kind it does not take, files missing for its kind) is listed with the
+    reason instead of stopping the others.
+    """
+    from avgzsl.reports import aggregate, compare_markdown
+
+    out = Path(out)
+    ov = _override_list(root, overrides)
+    extra = method_overrides or {}
+    jobs, failed = [], []
+    for m in methods:
+        job_ov = _with(ov, parse_overrides(list(extra[m])) if isinstance(extra.get(m), (list, tuple)) else extra.get(m, {}))
+        try:
+            cfg = build_config(m, dataset, job_ov)
+        except (ConfigError, KeyError) as exc:
+            failed.append({"method": m, "reason": str(exc.args[0] if isinstance(exc, KeyError) else exc)})
+            continue
+        jobs.append((m, job_ov, cfg))
+    store = benchmarks or BenchmarkStore()
+    rows = []
+    for m, job_ov, cfg in jobs:
+        try:
+            store.get(cfg)
+        except (ValueError, FileNotFoundError) as exc:  # BenchmarkError: e.g. no temporal files for this method
+            failed.append({"method": m, "reason": str(exc).splitlines()[0]})
+            LOG.warning("compare: %s cannot run: %s", m, exc)
+            continue
+        results = run(m, dataset, seeds=seeds, out=out / m, overrides=job_ov, label=m, resume=resume,
+                      seed_dirs=True, benchmarks=store, on_result=on_result)
+        (row,) = aggregate(results)
+        row["method"] = m
+        row["features"] = ("temporal" if cfg.data.temporal else "averaged") + f" ({cfg.data.feature_set})"
+        row["per_epoch_seconds"] = _mean([r["seconds"]["per_epoch_stage1"] for r in results])
+        rows.append(row)
+    title = f"{dataset}: test, mean ± std over seeds {' '.join(map(str, seeds))}"
+    report = {"title": title, "dataset": dataset, "seeds": list(seeds), "rows": rows, "failed": failed}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(compare_markdown(report))
+    (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+# --- evaluate ------------------------------------------------------------------------------------------
+def evaluate(
+    run_dir: str | Path,
+    *,
+    root: str | Path | None = None,
+    checkpoint: str = "stage2_test",
+    beta: float | None = None,
+) -> dict:
+    """Re-score a finished run from one of its checkpoints.
+
+    Returns {"test": scores at the run's stage-1 beta (or `beta`), "test*": scores with beta searched on
+    test (for reference only, never a result), "checkpoint": path}. `checkpoint` may be given with or
+    without ".pt".
+    """
+    import torch
+
+    from avgzsl.config import config_from_dict
+    from avgzsl.data.loading import load_benchmark
+    from avgzsl.protocol import build_method, score_phase
+    from avgzsl.runs import RunDir
+
+    run_dir = Path(run_dir)
+    run_obj = RunDir(run_dir, create=False)
+    if not run_obj.config_file.exists():
+        raise FileNotFoundError(f"{run_obj.config_file} not found: is {run_dir} a run directory?")
+    cfg = config_from_dict(load_yaml_text(run_obj.config_file.read_text()))
+    if root is not None:
+        cfg.data.root = str(root)
+    cfg.train.progress = False
+    name = checkpoint[:-3] if checkpoint.endswith(".pt") else checkpoint
+    ckpt_path = run_obj.checkpoints / f"{name}.pt"
+    if not ckpt_path.exists():
+        present = sorted(p.name for p in run_obj.checkpoints.glob("*.pt")) if run_obj.checkpoints.is_dir() else []
+        raise FileNotFoundError(f"checkpoint {ckpt_path} not found"
+                                + (f"; present: {', '.join(present)}" if present else
+                                   " (was the run made with train.save_checkpoints=none?)"))
+    bench = load_benchmark(cfg.data, progress=False)
+    method = build_method(cfg, bench)
+    state = torch.load(ckpt_path, map_location=cfg.train.device, weights_only=True)
+    method.load_state_dict(state["model"])
+    results = run_obj.read_results() if run_obj.results_file.exists() else {}
+    beta = beta if beta is not None else results.get("beta")
+    scores: dict[str, Any] = {"checkpoint": str(ckpt_path)}
+    if beta is not None:
+        fixed = score_phase(method, bench.phases["test"], bench, cfg, torch.tensor([float(beta)], dtype=torch.float64))
+        scores["test"] = fixed.to_dict()
+    scores["test*"] = score_phase(method, bench.phases["test"], bench, cfg).to_dict()
+    return scores
