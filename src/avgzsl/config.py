@@ -55,7 +55,9 @@ class DataConfig:
     # main (SeLaVi 512/512), cls (VGGish 128 / C3D 4096), or the name of your own <name>_features folder
     feature_set: str = "main"
     split: Literal["main_split", "cls_split"] = "main_split"
-    temporal: bool = False  # per-second (TCaF) features instead of averaged (AVCA)
+    # per-second (TCaF) features instead of averaged (AVCA); unset: the method's preferred kind (the first of
+    # its feature_kinds), resolved when the config is built
+    temporal: bool | None = None
     legacy_text_order: bool = False  # reproduce the reference loaders' text misalignment
     cache_dir: str | None = None
 
@@ -68,7 +70,7 @@ class TrainConfig:
     n_batches: int = 500  # class-balanced batches, drawn with replacement, per epoch
     batch_size: int = 256
     lr_patience: int = 3  # ReduceLROnPlateau(mode=max) on stage-1 val HM
-    lr_factor: float = 0.1
+    lr_factor: float = 0.1  # 1.0 = no plateau schedule: a constant learning rate
     # Stage 2 has no clean validation set. "replay" re-uses stage 1's learning rate of each epoch, so both
     # stages run the same schedule; "reference" steps the scheduler on the HM of the (trained-on) stage-1
     # val split, as the reference code does.
@@ -257,6 +259,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.feature_set must be a folder-name prefix such as main or cls, "
                           f"got {cfg.data.feature_set!r}")
     method_cls = get_method(cfg.method_name)
+    if cfg.data.temporal is None:
+        cfg.data.temporal = method_cls.feature_kinds[0] == "temporal"
     kind = "temporal" if cfg.data.temporal else "averaged"
     if kind not in method_cls.feature_kinds:
         (other,) = set(method_cls.feature_kinds) - {kind} or {kind}

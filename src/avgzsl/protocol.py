@@ -89,9 +89,11 @@ def train_stage(
     train_phase = bench.phases["stage1_train" if stage == 1 else "stage2_train"]
     method = build_method(cfg, bench)
     optimizer = None if method.closed_form else method.configure_optimizer()
-    scheduler = None if optimizer is None else torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=cfg.train.lr_factor, patience=cfg.train.lr_patience
-    )
+    scheduler = None  # lr_factor 1 = a constant rate (references that train without the plateau schedule)
+    if optimizer is not None and cfg.train.lr_factor < 1.0:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=cfg.train.lr_factor, patience=cfg.train.lr_patience
+        )
     sampler = None if method.closed_form else BalancedBatchSampler(
         train_phase.samples, bench.text, cfg.train.batch_size, generator, with_negatives=method.uses_negatives
     )
