@@ -1,6 +1,6 @@
-"""Class lists, name maps, class ids and the text table (by name and the legacy reference order)."""
+"""Class lists, name maps, class ids and the text table (by name and the legacy reference order).
 
-from pathlib import Path
+The tests on real benchmarks read the packaged copy of their metadata, written out as files."""
 
 import numpy as np
 import pytest
@@ -15,13 +15,20 @@ from avgzsl.data.classes import (
     load_text_embeddings,
     read_class_list,
     read_name_map,
+    read_name_map_table,
     read_split,
     text_table,
 )
 from avgzsl.data.types import SUBSPLITS
 
-from shared_data import BENCHMARKS, MISSING_REASON
-needs_real = pytest.mark.skipif(not BENCHMARKS.is_dir(), reason=MISSING_REASON)
+from shared_data import packaged_folder
+
+
+@pytest.fixture(scope="module")
+def real_roots(tmp_path_factory):
+    """UCF, ActivityNet, VGGSound: class-split/ and text file, written from the packaged copy."""
+    parent = tmp_path_factory.mktemp("real")
+    return {ds: packaged_folder(ds, parent) for ds in ("UCF", "ActivityNet", "VGGSound")}
 
 
 def test_read_class_list_strips_blanks_and_missing_last_newline(tmp_path):
@@ -40,6 +47,20 @@ def test_read_name_map_with_category_and_quoted_commas(tmp_path):
     bad.write_text("name,label\na,b\n")
     with pytest.raises(ClassSplitError, match="bad.csv"):
         read_name_map(bad)
+
+
+def test_read_name_map_table_keeps_every_column(tmp_path):
+    p = tmp_path / "x_w2v_class_names.csv"
+    p.write_text('manual,original,category\n\nbird chirping,"bird chirping, tweeting",animals\nWeight Lifting,CleanAndJerk\n')
+    columns, rows = read_name_map_table(p)
+    assert columns == ["manual", "original", "category"]
+    assert rows == [("bird chirping", "bird chirping, tweeting", "animals"), ("Weight Lifting", "CleanAndJerk", "")]
+    # Pairs are (original, manual) whatever the column order.
+    assert read_name_map(p) == [("bird chirping, tweeting", "bird chirping"), ("CleanAndJerk", "Weight Lifting")]
+    half = tmp_path / "half.csv"
+    half.write_text("original,manual\nA,a\nB,\n")
+    with pytest.raises(ClassSplitError, match="line 3"):
+        read_name_map_table(half)
 
 
 def test_ids_follow_sorted_names_and_match_case_insensitively():
@@ -69,21 +90,20 @@ def test_legacy_order_hand_worked_example():
     assert legacy[:, 0].tolist() == [1.0, 2.0, 3.0]  # Bee gets ant's, Cat gets bee's, ant gets cat's
 
 
-def _real(dataset):
-    root = BENCHMARKS / dataset
+def _real(real_roots, dataset):
+    root = real_roots[dataset]
     table = load_class_table(root, dataset)
     emb = load_text_embeddings(find_text_file(root, dataset, "main", False))
     return root, table, emb
 
 
-@needs_real
 @pytest.mark.parametrize(
     "dataset, n_classes, misaligned, n_unseen, unseen_misaligned",
     # Numbers from protocol.md ("The text-embedding misalignment in the reference loaders").
     [("UCF", 101, 79, 9, 5), ("VGGSound", 309, 205, 69, 42), ("ActivityNet", 200, 8, None, None)],
 )
-def test_real_legacy_misalignment_counts(dataset, n_classes, misaligned, n_unseen, unseen_misaligned):
-    root, table, emb = _real(dataset)
+def test_real_legacy_misalignment_counts(real_roots, dataset, n_classes, misaligned, n_unseen, unseen_misaligned):
+    root, table, emb = _real(real_roots, dataset)
     assert len(table) == n_classes
     by_name = text_table(table, emb)
     legacy = text_table(table, emb, legacy_text_order=True)
@@ -97,9 +117,8 @@ def test_real_legacy_misalignment_counts(dataset, n_classes, misaligned, n_unsee
         assert int(wrong[unseen].sum()) == unseen_misaligned
 
 
-@needs_real
-def test_real_by_name_mapping_and_case_insensitive_split_names():
-    root, table, emb = _real("UCF")
+def test_real_by_name_mapping_and_case_insensitive_split_names(real_roots):
+    root, table, emb = _real(real_roots, "UCF")
     text = text_table(table, emb)
     # The manual name is not a re-spacing of the original here.
     assert torch.equal(text[table.index("CleanAndJerk")], torch.from_numpy(emb["Weight Lifting"]))
@@ -110,9 +129,8 @@ def test_real_by_name_mapping_and_case_insensitive_split_names():
     assert table.names == sorted(read_class_list(root / "class-split" / "all_class.txt"))
 
 
-@needs_real
-def test_real_activitynet_names_resolve():
-    root, table, emb = _real("ActivityNet")
+def test_real_activitynet_names_resolve(real_roots):
+    root, table, emb = _real(real_roots, "ActivityNet")
     split = read_split(root, "cls_split", table, SUBSPLITS)
     assert sum(len(v) for v in split.values()) > 0
     text = text_table(table, emb)

@@ -38,12 +38,12 @@ FEATURE_SUBSPLITS = ["stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", 
 TEXT_DIM = 6
 
 
-def build_tiny(root, *, temporal=False, feature_set="main", dims=(512, 512), audio_range=None, seed=0):
+def build_tiny(root, *, temporal=False, feature_set="main", dims=(512, 512), audio_range=None, seed=0, text_dim=TEXT_DIM):
     """Write a tiny benchmark; return {video_id: (class name, audio array, video array)} and the text dict."""
     rng = np.random.default_rng(seed)
     write_class_split(layout.class_split_dir(root), ALL_CLASSES, list(MANUAL.items()), {"main_split": SPLITS},
                       "tiny_w2v_class_names.csv")
-    text = {m: rng.standard_normal(TEXT_DIM).astype(np.float32) for m in MANUAL.values()}
+    text = {m: rng.standard_normal(text_dim).astype(np.float32) for m in MANUAL.values()}
     fdir = layout.feature_dir(root, feature_set, temporal)
     write_text_embeddings(fdir / "text" / layout.text_file_name(DATASET), text)
     videos = {}
@@ -378,3 +378,75 @@ def test_root_not_set_or_missing(tmp_path):
         load_benchmark(DataConfig(dataset=DATASET, root=""), progress=False)
     with pytest.raises(BenchmarkError, match="nowhere"):
         load_benchmark(cfg_for(tmp_path / "nowhere"), progress=False)
+
+
+def test_not_a_benchmark_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    expected = f"not a benchmark folder: {empty.resolve()} has no class-split/ (expected class-split/ and features/)"
+    with pytest.raises(BenchmarkError) as err:
+        load_benchmark(cfg_for(empty), progress=False)
+    assert str(err.value) == expected
+    # Features but no class-split/: e.g. --root one level too high, above the dataset folder.
+    (empty / "features" / "main_features").mkdir(parents=True)
+    (empty / "UCF" / "class-split").mkdir(parents=True)
+    with pytest.raises(BenchmarkError) as err:
+        load_benchmark(cfg_for(empty), progress=False)
+    assert str(err.value) == expected
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_user_feature_set_of_any_dimension(tmp_path, temporal):
+    root = tmp_path / "Tiny"
+    videos, text = build_tiny(root, temporal=temporal, feature_set="clip", dims=(768, 1024), text_dim=512)
+    assert (root / "features" / ("clip_features_non_averaged" if temporal else "clip_features")).is_dir()
+    bench = load_benchmark(cfg_for(root, feature_set="clip", temporal=temporal), progress=False)
+    assert (bench.audio_dim, bench.video_dim, bench.text_dim) == (768, 1024, 512)
+    assert bench.info["audio_scale"] == 1.0 and bench.info["feature_set"] == "clip"
+    s = bench.phases["test"].samples
+    expect = [np.atleast_2d(videos[v][2]) for v in s.video_ids]
+    assert torch.equal(s.video.values, torch.from_numpy(np.concatenate(expect)))
+    for cid, cls in enumerate(bench.class_names):
+        assert torch.equal(bench.text[cid], torch.from_numpy(text[MANUAL[cls]])), cls
+
+
+@pytest.mark.parametrize("text_dim", [1, 300, 1024])
+def test_text_embeddings_of_any_dimension(tmp_path, text_dim):
+    root = tmp_path / "Tiny"
+    _, text = build_tiny(root, text_dim=text_dim)
+    bench = load_benchmark(cfg_for(root), progress=False)
+    assert tuple(bench.text.shape) == (len(ALL_CLASSES), text_dim) and bench.text_dim == text_dim
+    assert torch.equal(bench.text[bench.class_names.index("Zebra")], torch.from_numpy(text["zebra"]))
+
+
+def test_user_feature_set_dimensions_must_agree(tmp_path):
+    root = tmp_path / "Tiny"
+    videos, _ = build_tiny(root, feature_set="clip", dims=(768, 1024))
+    ids = [v for v in videos if v.startswith("stage_1_val_unseen-Eel")]
+    odd = fdir_of(root, feature_set="clip") / "audio" / "stage_1_val_unseen" / "Eel.h5"
+    write_averaged_class_file(odd, np.zeros((len(ids), 640), np.float32), ids)
+    msg = _load_error(root, feature_set="clip")
+    assert "1 problem(s)" in msg and str(odd) in msg and "dimension 640" in msg and "768 in most audio class files" in msg
+    # Fixed dimensions can still be asked for: then each file is checked against them.
+    with pytest.raises(BenchmarkError) as err:
+        load_benchmark(cfg_for(root, feature_set="clip"), progress=False, expected_dims={"audio": 768, "video": 1024})
+    assert "1 problem(s)" in str(err.value) and str(odd) in str(err.value) and "expected 768" in str(err.value)
+
+
+def test_cls_dimensions_still_checked(tmp_path):
+    root = tmp_path / "C"
+    build_tiny(root, feature_set="cls", dims=(512, 4096))  # VGGish audio is 128-d
+    msg = _load_error(root, feature_set="cls")
+    assert "audio features have dimension 512, expected 128 for feature set 'cls'" in msg
+
+
+def test_feature_set_name_is_a_plain_identifier(tmp_path, tiny):
+    root = tiny[0]
+    for bad in ("../main", "main/x", "", "clip-vit"):
+        with pytest.raises(BenchmarkError, match="invalid feature set name"):
+            load_benchmark(cfg_for(root, feature_set=bad), progress=False)
+        with pytest.raises(ValueError, match="plain identifier"):
+            layout.feature_dir(root, bad, False)
+    assert layout.feature_dir(root, "clip_vit_b32", True) == root / "features" / "clip_vit_b32_features_non_averaged"
+    # The folder's name instead of the set's: say what to write instead.
+    assert "'main'?" in _load_error(root, feature_set="main_features")

@@ -1,23 +1,29 @@
-"""Tests of the synthetic benchmark generator (avgzsl.data.synth). Small scales only: < 30 s in all."""
+"""Tests of the synthetic benchmark generator (avgzsl.data.synth). Small scales only: < 30 s in all.
+
+Benchmarks shaped like a real one come from the packaged metadata (`like=`); only the test that
+`like=` and `source=` (the original files) give the same benchmark needs ../shared/benchmarks.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 import pickle
-from collections import Counter
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from avgzsl.data import layout
+from avgzsl.data import layout, packaged
 from avgzsl.data import synth
+from avgzsl.data.classes import load_text_embeddings, read_class_list, read_name_map_table
+from avgzsl.data.metadata import sample_counts
+from avgzsl.data.safe_pickle import UnsafePickleError
 from avgzsl.data.synth import DEFAULT_DIFFICULTY, SAMPLE_SUBSPLITS, SynthModel, generate_benchmark, ridge_probe
 
-from shared_data import BENCHMARKS
-UCF = BENCHMARKS / "UCF"
-needs_ucf = pytest.mark.skipif(not (UCF / "class-split").is_dir(), reason=f"real class splits not present at {UCF}")
+from shared_data import BENCHMARKS, MISSING_REASON, packaged_folder
 
 
 def _lines(p: Path) -> list[str]:
@@ -50,15 +56,13 @@ def nosrc(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ucf(tmp_path_factory) -> Path:
-    if not (UCF / "class-split").is_dir():
-        pytest.skip(f"real class splits not present at {UCF}")
-    return generate_benchmark(tmp_path_factory.mktemp("ucf"), source=UCF, scale=0.1, seed=0, progress=False)
+    return generate_benchmark(tmp_path_factory.mktemp("ucf"), like="UCF", scale=0.1, seed=0, progress=False)
 
 
 def _check_layout(root: Path, dataset: str, dims=(512, 512), feature_set="main") -> None:
     assert root.name == dataset
     for d in (layout.feature_dir(root, feature_set, False), layout.feature_dir(root, feature_set, True)):
-        table = np.load(d / "text" / layout.text_file_name(dataset), allow_pickle=True).item()
+        table = load_text_embeddings(d / "text" / layout.text_file_name(dataset))
         assert all(v.shape == (300,) and v.dtype == np.float32 for v in table.values())
         np.testing.assert_allclose([np.linalg.norm(v) for v in table.values()], 1.0, atol=1e-5)
     with open(layout.name_map_file(root, dataset), newline="") as fh:
@@ -102,16 +106,81 @@ def test_layout_no_source(nosrc):
     assert ids[0] == f"v_{train[0]}_g01_c01"
 
 
-@needs_ucf
-def test_layout_from_source(ucf):
+def test_layout_like_ucf(ucf):
     _check_layout(ucf, "UCF")
-    for rel in ["all_class.txt", "ucf_w2v_class_names.csv"] + [f"{s}/{sub}.txt" for s in layout.SPLITS for sub in synth.ALL_SUBSPLITS]:
-        assert (layout.class_split_dir(ucf) / rel).read_bytes() == (UCF / "class-split" / rel).read_bytes(), rel
-    text = np.load(layout.feature_dir(ucf, "main", False) / "text" / "word_embeddings_ucf_normed.npy", allow_pickle=True).item()
-    real = np.load(UCF / "word_embeddings_ucf_normed.npy", allow_pickle=True).item()
-    assert text.keys() == real.keys() and all(np.array_equal(text[k], real[k]) for k in real)
+    meta = packaged.load("UCF")
+    split_dir = layout.class_split_dir(ucf)
+    assert sorted(p.relative_to(split_dir).as_posix() for p in split_dir.rglob("*") if p.is_file()) == sorted(
+        ["all_class.txt", "ucf_w2v_class_names.csv"] + [f"{s}/{sub}.txt" for s in layout.SPLITS for sub in synth.ALL_SUBSPLITS])
+    assert read_class_list(split_dir / "all_class.txt") == meta.all_classes
+    assert read_name_map_table(split_dir / "ucf_w2v_class_names.csv") == (meta.name_map_columns, meta.name_map)
+    for s in layout.SPLITS:
+        for sub in synth.ALL_SUBSPLITS:
+            assert read_class_list(layout.split_class_file(ucf, s, sub)) == meta.splits[s][sub]
+    text = load_text_embeddings(layout.feature_dir(ucf, "main", False) / "text" / "word_embeddings_ucf_normed.npy")
+    assert list(text) == list(meta.text) and all(np.array_equal(text[k], meta.text[k]) for k in text)
     # The split files spell it HandStandPushups; the feature files follow the split files.
     assert layout.class_feature_file(ucf, "main", False, "audio", "stage_1_train", "HandStandPushups").is_file()
+    assert "like" in (ucf / "synth_info_main.json").read_text()
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under root but the generator's own info file (which names the source)."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith("synth_info_")}
+
+
+@pytest.mark.skipif(not BENCHMARKS.is_dir(), reason=MISSING_REASON)
+@pytest.mark.parametrize("feature_set", ["main", "cls"])
+def test_like_equals_source(tmp_path, feature_set):
+    # The other two benchmarks: test_packaged.py checks that their packaged metadata equals what
+    # source= reads, which is all that the generator takes from a source.
+    dataset = "UCF"
+    kw = dict(scale=0.05, seed=3, feature_set=feature_set, temporal=True, progress=False)
+    from_source = generate_benchmark(tmp_path / "source", source=BENCHMARKS / dataset, **kw)
+    from_package = generate_benchmark(tmp_path / "like", like=dataset, **kw)
+    a, b = _tree_hashes(from_source), _tree_hashes(from_package)
+    assert len(a) > 100 and a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+    for rel in a:  # the class-split files are the original files, byte for byte
+        if rel.startswith("class-split/"):
+            assert (from_package / rel).read_bytes() == (BENCHMARKS / dataset / rel).read_bytes(), rel
+
+
+def test_source_and_like_are_exclusive(tmp_path):
+    with pytest.raises(ValueError, match="not both"):
+        generate_benchmark(tmp_path, source=tmp_path, like="UCF", progress=False)
+    with pytest.raises(ValueError, match="ActivityNet, UCF, VGGSound"):
+        generate_benchmark(tmp_path, like="Kinetics", progress=False)
+
+
+def _exploit_npy(path: Path, marker: Path) -> None:
+    """A .npy whose pickled payload runs `touch marker` when loaded with np.load(allow_pickle=True)."""
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path.write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (), }".ljust(127) + b"\n"
+                     + pickle.dumps(Exploit()))
+
+
+def test_source_text_goes_through_restricted_unpickler(tmp_path):
+    source = packaged_folder("UCF", tmp_path / "src")
+    marker = tmp_path / "pwned"
+    _exploit_npy(source / layout.text_file_name("UCF"), marker)
+    with pytest.raises(UnsafePickleError, match="system"):
+        generate_benchmark(tmp_path / "out", source=source, scale=0.01, progress=False)
+    assert not marker.exists()
+
+
+def test_ridge_probe_text_goes_through_restricted_unpickler(tmp_path):
+    root = generate_benchmark(tmp_path, scale=0.02, seed=0, temporal=False, progress=False)
+    marker = tmp_path / "pwned"
+    _exploit_npy(layout.feature_dir(root, "main", False) / "text" / layout.text_file_name("Synthetic"), marker)
+    with pytest.raises(UnsafePickleError, match="system"):
+        ridge_probe(root)
+    assert not marker.exists()
 
 
 def test_averaged_is_mean_of_temporal(nosrc):
@@ -156,30 +225,40 @@ def test_deterministic(tmp_path, nosrc):
         _lines(other / "class-split/main_split/stage_2_test_unseen.txt")
 
 
-def _csv_counts(path: Path) -> Counter:
-    with open(path, newline="") as fh:
-        return Counter(r["label"] for r in csv.DictReader(fh))
-
-
-@needs_ucf
-def test_counts_follow_source_csv(ucf):
-    train = _csv_counts(UCF / "class-split/main_split/stage_1_train.csv")
-    test_unseen = _csv_counts(UCF / "class-split/main_split/stage_2_test_unseen.csv")
-    spec = synth._spec_from_source(UCF, "UCF", 1.0)
-    for sub, counts, c in (("stage_1_train", train, "Archery"), ("stage_1_train", train, "HandStandPushups"),
-                           ("stage_2_test_unseen", test_unseen, "BandMarching"), ("stage_2_test_unseen", test_unseen, "Typing")):
-        assert spec.counts[sub][c] == counts[c] > 50
+def test_counts_follow_packaged_counts(ucf):
+    meta = packaged.load("UCF")
+    spec = synth._spec_from_metadata(meta, "UCF", 1.0)
+    for sub, c in (("stage_1_train", "Archery"), ("stage_1_train", "HandStandPushups"),
+                   ("stage_2_test_unseen", "BandMarching"), ("stage_2_test_unseen", "Typing")):
+        assert spec.counts[sub][c] == meta.counts[sub][c] > 50
         n = len(_read_avg(layout.class_feature_file(ucf, "main", False, "video", sub, c))[0])
-        assert n == max(2, round(0.1 * counts[c])) < counts[c]  # scale 0.1 shrinks them
+        assert n == max(2, round(0.1 * meta.counts[sub][c])) < meta.counts[sub][c]  # scale 0.1 shrinks them
     assert sum(spec.counts["stage_1_val_seen"].values()) == 353
-    assert min(synth._spec_from_source(UCF, "UCF", 0.001).counts["stage_1_val_seen"].values()) == 2
+    assert min(synth._spec_from_metadata(meta, "UCF", 0.001).counts["stage_1_val_seen"].values()) == 2
 
 
-@pytest.mark.skipif(not (BENCHMARKS / "VGGSound/class-split").is_dir(), reason="real VGGSound class splits not present")
 def test_counts_without_csv_use_protocol_totals():
-    spec = synth._spec_from_source(BENCHMARKS / "VGGSound", "VGGSound", 1.0)  # stage_1_train.csv is missing
+    meta = packaged.load("VGGSound")  # the release has no stage_1_train.csv
+    spec = synth._spec_from_metadata(meta, "VGGSound", 1.0)
     assert sum(spec.counts["stage_1_train"].values()) == 70351 and len(spec.counts["stage_1_train"]) == 138
     assert sum(spec.counts["stage_2_test_unseen"].values()) == 3450
+    assert meta.counts_from["stage_1_train"].startswith("no csv")
+
+
+def test_sample_counts_fallbacks(tmp_path):
+    splits = {"main_split": {"stage_1_train": ["A", "B"], "stage_1_val_seen": ["A", "B"], "stage_1_val_unseen": ["C"],
+                             "stage_2_test_seen": ["A", "B", "C"], "stage_2_test_unseen": ["D", "E"]}}
+    csv_path = tmp_path / "class-split" / "main_split" / "stage_1_val_seen.csv"
+    csv_path.parent.mkdir(parents=True)
+    csv_path.write_text("filename,label\n" + "".join(f"v{i},{'a' if i < 3 else 'B'}\n" for i in range(4)))
+    counts, origin = sample_counts(tmp_path, "UCF", splits)
+    assert counts["stage_1_val_seen"] == {"A": 3, "B": 1} and origin["stage_1_val_seen"] == "main_split/stage_1_val_seen.csv"
+    # No csv: UCF's protocol total, spread like stage_1_val_seen (3:1) or evenly.
+    assert counts["stage_1_train"] == {"A": 2381, "B": 793} and "proportion" in origin["stage_1_train"]
+    assert counts["stage_2_test_unseen"] == {"D": 634, "E": 633} and "evenly" in origin["stage_2_test_unseen"]
+    # An unknown benchmark without csvs: the mean count of the sub-splits known so far.
+    counts, _ = sample_counts(tmp_path, "Mine", splits)
+    assert counts["stage_1_train"] == {"A": 3, "B": 1} and counts["stage_1_val_unseen"] == {"C": 2}
 
 
 def test_learnable_but_not_trivial(tmp_path):
@@ -255,8 +334,7 @@ def test_loader_round_trip(nosrc):
     np.testing.assert_allclose(sums / lengths.numpy()[:, None], test.samples.video.values.numpy(), atol=1e-4)
 
 
-@needs_ucf
-def test_loader_reads_source_mode(ucf):
+def test_loader_reads_like_mode(ucf):
     from avgzsl.config import DataConfig
     from avgzsl.data.loading import load_benchmark
 

@@ -42,7 +42,8 @@ def _setup_logging(verbose: bool) -> None:
 def _data_args(p: argparse.ArgumentParser, root_required: bool = True) -> None:
     p.add_argument("--dataset", default="UCF", help="UCF, ActivityNet or VGGSound: selects configs/<dataset>/<method>.yaml")
     p.add_argument("--root", required=root_required, help="the dataset folder holding class-split/ and features/")
-    p.add_argument("--features", default=None, help="feature set: main, cls or your own <name>_features (default: config)")
+    p.add_argument("--features", default=None,
+                   help="feature set: main, cls or your own <name> (folder features/<name>_features) (default: config)")
     p.add_argument("--split", default=None, choices=["main_split", "cls_split"], help="class split (default: config)")
     p.add_argument("--temporal", action="store_true", help="per-second features (TCaF layout)")
     p.add_argument("--legacy-text-order", action="store_true",
@@ -91,8 +92,8 @@ def cmd_synth(args) -> int:
     from avgzsl.data.synth import generate_benchmark
 
     kwargs = {} if args.difficulty is None else {"difficulty": args.difficulty}
-    path = generate_benchmark(args.out, source=args.source, dataset=args.name, scale=args.scale, seed=args.seed,
-                              temporal=not args.no_temporal, progress=not args.quiet, **kwargs)
+    path = generate_benchmark(args.out, source=args.source, like=args.like, dataset=args.name, scale=args.scale,
+                              seed=args.seed, temporal=not args.no_temporal, progress=not args.quiet, **kwargs)
     print(f"wrote synthetic benchmark to {path}")
     return 0
 
@@ -198,7 +199,14 @@ def cmd_ls(args) -> int:
 
 # --- parser ----------------------------------------------------------------------------------------
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default."""
+    """Shows each option's default, where it has one that the help text does not already state."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or "default" in text or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,10 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help)
 
+    from avgzsl.data.packaged import available
+
     p = add("synth", "write a synthetic benchmark in the real on-disk layout")
     p.add_argument("--out", required=True, help="output folder (the dataset folder is created inside)")
-    p.add_argument("--source", default=None, help="a real benchmark folder to take class splits and text from, "
-                                                   "e.g. ../shared/benchmarks/UCF")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--like", default=None, choices=available(),
+                       help="a real benchmark packaged with avgzsl: its class splits, text and per-class counts")
+    shape.add_argument("--source", default=None, help="a real benchmark folder to take class splits, text and "
+                                                      "counts from, e.g. ../shared/benchmarks/UCF")
     p.add_argument("--name", default=None, help="dataset name (default: the source folder's name, or Synthetic)")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies the real per-class sample counts")
     p.add_argument("--difficulty", type=float, default=None, help="0..1: class appearance not explained by text "

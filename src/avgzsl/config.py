@@ -255,9 +255,12 @@ def check_config(cfg: RunConfig) -> RunConfig:
     if len(t.beta_grid) != 3 or int(t.beta_grid[2]) < 1 or t.beta_grid[1] < t.beta_grid[0]:
         raise ConfigError(f"train.beta_grid must be [start, stop, num] with stop >= start and num >= 1, "
                           f"got {t.beta_grid}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.data.feature_set):
-        raise ConfigError(f"data.feature_set must be a folder-name prefix such as main or cls, "
-                          f"got {cfg.data.feature_set!r}")
+    from avgzsl.data.layout import check_feature_set
+
+    try:
+        check_feature_set(cfg.data.feature_set)
+    except ValueError as exc:
+        raise ConfigError(f"data.feature_set: {exc}") from None
     method_cls = get_method(cfg.method_name)
     if cfg.data.temporal is None:
         cfg.data.temporal = method_cls.feature_kinds[0] == "temporal"

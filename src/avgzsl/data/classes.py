@@ -44,28 +44,40 @@ def read_class_list(path: str | os.PathLike) -> list[str]:
     return [n for n in names if n]
 
 
-def read_name_map(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """(original, manual) pairs of a `<prefix>_w2v_class_names.csv` (columns original,manual[,category])."""
+def read_name_map_table(path: str | os.PathLike) -> tuple[list[str], list[tuple[str, ...]]]:
+    """Columns and rows of a `<prefix>_w2v_class_names.csv` (original,manual[,category]), every column kept.
+
+    Values are stripped; blank rows are skipped; a row with an empty original or manual name is an error.
+    """
     path = Path(path)
     try:
         fh = open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise ClassSplitError(f"class name map not found: {path}") from None
     with fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip() for f in (reader.fieldnames or [])]
+        reader = csv.reader(fh)
+        fields = [f.strip() for f in next(reader, [])]
         if "original" not in fields or "manual" not in fields:
             raise ClassSplitError(f"{path}: expected a header with columns original,manual; found {fields}")
-        reader.fieldnames = fields
-        pairs = []
-        for line_no, row in enumerate(reader, start=2):
-            original, manual = (row.get("original") or "").strip(), (row.get("manual") or "").strip()
-            if not original and not manual:
+        i_orig, i_manual = fields.index("original"), fields.index("manual")
+        rows = []
+        for line_no, raw in enumerate(reader, start=2):
+            row = tuple(v.strip() for v in raw) + ("",) * (len(fields) - len(raw))
+            original, manual = row[i_orig], row[i_manual]
+            if not any(row):
                 continue
             if not original or not manual:
-                raise ClassSplitError(f"{path}, line {line_no}: empty original or manual name in {row}")
-            pairs.append((original, manual))
-    return pairs
+                record = dict(zip(fields, row))
+                raise ClassSplitError(f"{path}, line {line_no}: empty original or manual name in {record}")
+            rows.append(row)
+    return fields, rows
+
+
+def read_name_map(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(original, manual) pairs of a `<prefix>_w2v_class_names.csv` (columns original,manual[,category])."""
+    fields, rows = read_name_map_table(path)
+    i_orig, i_manual = fields.index("original"), fields.index("manual")
+    return [(row[i_orig], row[i_manual]) for row in rows]
 
 
 def _fold(name: str) -> str:

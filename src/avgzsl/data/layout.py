@@ -4,21 +4,24 @@
       class-split/all_class.txt
       class-split/<prefix>_w2v_class_names.csv
       class-split/<main_split|cls_split>/<subsplit>.txt
-      features/<main|cls>_features[_non_averaged]/<audio|video>/<subsplit>/<ClassName>.h5
-      features/<main|cls>_features[_non_averaged]/text/word_embeddings_<prefix>_normed.npy
+      features/<set>_features[_non_averaged]/<audio|video>/<subsplit>/<ClassName>.h5
+      features/<set>_features[_non_averaged]/text/word_embeddings_<prefix>_normed.npy
 
-The temporal (TCaF) download has the same layout under avgzsl_benchmark_non_averaged_datasets/,
-its feature folders suffixed `_non_averaged`; its per-class files are pickles despite the .h5 name.
+<set> is `main` or `cls` in a download, or any plain identifier for features a user extracted
+(e.g. `clip` -> features/clip_features/). The temporal (TCaF) download has the same layout under
+avgzsl_benchmark_non_averaged_datasets/, its feature folders suffixed `_non_averaged`; its per-class
+files are pickles despite the .h5 name.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # Dataset name -> prefix used in the name-map csv and the text-embedding file name.
 NAME_MAP_PREFIX = {"UCF": "ucf", "ActivityNet": "activitynet", "VGGSound": "vggsound"}
 TEXT_PREFIX = {"UCF": "ucf", "ActivityNet": "activity", "VGGSound": "vggsound"}
-FEATURE_SETS = ("main", "cls")
+FEATURE_SETS = ("main", "cls")  # the sets of the downloads; others are user-extracted features
 SPLITS = ("main_split", "cls_split")
 MODALITIES = ("audio", "video")
 
@@ -43,10 +46,22 @@ def split_class_file(root: Path, split: str, subsplit: str) -> Path:
     return class_split_dir(root) / split / f"{subsplit}.txt"
 
 
+_FEATURE_SET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_feature_set(feature_set: str) -> str:
+    """`feature_set` if it is a plain (ASCII) identifier, else ValueError.
+
+    The name becomes part of a path: a separator or `..` in it would read features from elsewhere.
+    """
+    if not isinstance(feature_set, str) or not _FEATURE_SET_NAME.fullmatch(feature_set):
+        raise ValueError(f"invalid feature set name {feature_set!r}: expected a plain identifier such as "
+                         f"{' or '.join(FEATURE_SETS)} or clip (folder features/<name>_features)")
+    return feature_set
+
+
 def feature_dir(root: Path, feature_set: str, temporal: bool) -> Path:
-    if feature_set not in FEATURE_SETS:
-        raise ValueError(f"unknown feature set {feature_set!r}; expected one of {FEATURE_SETS}")
-    name = f"{feature_set}_features" + ("_non_averaged" if temporal else "")
+    name = f"{check_feature_set(feature_set)}_features" + ("_non_averaged" if temporal else "")
     return Path(root) / "features" / name
 
 

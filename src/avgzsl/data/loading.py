@@ -15,6 +15,15 @@ content), then composes the four phases:
 stage1_train and stage1_val are views into stage2_train's tensors (no second copy of the data):
 treat the loaded tensors as read-only.
 
+Feature sets: `main` (audio 512 / video 512) and `cls` (128 / 4096) are checked against those
+dimensions; any other plain-identifier name is a user-extracted set (e.g. `clip`, folder
+features/clip_features/) whose class files need only agree on one dimension per modality. Text
+embeddings may have any dimension.
+
+Steps (each a function below): resolve and check the folder; read classes, splits and text; index
+the class files into a read plan; look the result up in the cache; read and check the class files;
+compose and check the phases; record where it all came from (Benchmark.info).
+
 Every problem found in the files (missing folders or class files, audio/video video lists that
 differ, wrong dimensions, NaN/inf, empty class files, classes without text) is collected and raised
 together as one BenchmarkError naming the files and classes. With `cfg.cache_dir` set, the result
@@ -31,6 +40,8 @@ import os
 import pickle
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +65,7 @@ from avgzsl.data.types import PHASES, SUBSPLITS, Benchmark, Features, Phase, Sam
 
 log = logging.getLogger(__name__)
 
-# Feature dimensions of each feature set: (audio, video).
+# Feature dimensions of the downloads' feature sets; other (user-extracted) sets are only checked for consistency.
 EXPECTED_DIMS = {"main": {"audio": 512, "video": 512}, "cls": {"audio": 128, "video": 4096}}
 # Sub-splits that have feature folders; stage_2_train's samples are composed from the stage-1 ones.
 FEATURE_SUBSPLITS = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen", "stage_2_test_unseen")
@@ -88,7 +99,7 @@ def _file_stat(path: Path) -> list:
     return [str(path), st.st_size, st.st_mtime_ns]
 
 
-def _cache_key(cfg: DataConfig, root: Path, audio_scale: float, dims: dict, files: list[Path]) -> str:
+def _cache_key(cfg: DataConfig, root: Path, audio_scale: float, dims: dict | None, files: list[Path]) -> str:
     payload = {
         "format_version": CACHE_FORMAT_VERSION,
         "dataset": cfg.dataset,
@@ -207,51 +218,109 @@ def _slice(f: Features, start: int, stop: int) -> Features:
     return Features(f.values[lo:hi], f.offsets[start:stop + 1] - lo)
 
 
-def load_benchmark(
-    cfg: DataConfig,
-    progress: bool = True,
-    *,
-    audio_scale: float | None = None,
-    expected_dims: dict[str, int] | None = None,
-) -> Benchmark:
-    """Load the benchmark described by `cfg` (see the module docstring).
+# --------------------------------------------------------------------------------- the load steps
 
-    audio_scale: factor applied to audio features; None = default_audio_scale(feature_set, temporal)
-        (1/255 for temporal VGGish 'cls' audio, as TCaF does).
-    expected_dims: {'audio': D_a, 'video': D_v}; None = EXPECTED_DIMS[feature_set].
-    """
-    t0 = time.perf_counter()
+
+@dataclass
+class _ClassData:
+    """What class-split/ and the text file give: class ids, each sub-split's classes, the text table."""
+
+    table: ClassTable
+    split_classes: dict[str, list[str]]  # sub-split -> canonical class names
+    text: torch.Tensor  # [C_all, text_dim]
+    text_path: Path
+    files: list[Path]  # every file read, for the cache key
+
+
+@dataclass
+class _ReadPlan:
+    """The class files to read: one (sub-split, class id, audio file, video file) per listed class."""
+
+    feature_dir: Path
+    reads: list[tuple[str, int, Path, Path]]
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for _, _, a, v in self.reads for p in (a, v)]
+
+
+@dataclass
+class _FeatureParts:
+    """The class files read, per feature sub-split, in plan order."""
+
+    parts: dict[str, dict[str, list[ClassFeatures]]]  # sub-split -> modality -> class files
+    labels: dict[str, list[np.ndarray]]  # sub-split -> one label array per class file
+    ids: dict[str, list[str]]  # sub-split -> video ids
+    dims: dict[str, int]  # modality -> feature dimension
+
+    def size(self, subsplit: str) -> int:
+        return int(sum(len(x) for x in self.labels[subsplit]))
+
+
+def _resolve_root(cfg: DataConfig) -> Path:
+    """cfg.root resolved; an error unless it is a folder holding class-split/."""
     if not cfg.root:
         raise BenchmarkError("data.root is not set: point it at the dataset folder holding class-split/ and features/")
     root = Path(cfg.root).expanduser().resolve()
     if not root.is_dir():
         raise BenchmarkError(f"benchmark folder not found: {root}")
-    if cfg.feature_set not in EXPECTED_DIMS:
-        raise BenchmarkError(f"unknown feature set {cfg.feature_set!r}; expected one of {', '.join(EXPECTED_DIMS)}")
-    dims = dict(expected_dims or EXPECTED_DIMS[cfg.feature_set])
-    scale = float(default_audio_scale(cfg.feature_set, cfg.temporal) if audio_scale is None else audio_scale)
-    where = f"{cfg.dataset} benchmark at {root}"
+    # Checked before any file in it: an empty or wrong folder is not reported as a missing name map.
+    if not layout.class_split_dir(root).is_dir():
+        raise BenchmarkError(f"not a benchmark folder: {root} has no class-split/ (expected class-split/ and features/)")
+    return root
 
-    # Classes, splits, text.
+
+def _expected_dims(feature_set: str, expected_dims: dict[str, int] | None) -> dict[str, int] | None:
+    """Fixed feature dimensions to check against, or None: only consistency across class files.
+
+    `main` and `cls` have known dimensions (EXPECTED_DIMS); any other plain-identifier name is a
+    user-extracted set (folder <name>_features) whose dimensions are whatever its files agree on.
+    """
+    try:
+        layout.check_feature_set(feature_set)
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
+    if expected_dims is not None:
+        return dict(expected_dims)
+    return dict(EXPECTED_DIMS[feature_set]) if feature_set in EXPECTED_DIMS else None
+
+
+def _read_classes(root: Path, cfg: DataConfig, where: str) -> _ClassData:
+    """Class ids, the split's six class lists and the text table (by name or legacy order)."""
     try:
         table = load_class_table(root, cfg.dataset)
         split_classes = read_split(root, cfg.split, table, SUBSPLITS)
         text_path = find_text_file(root, cfg.dataset, cfg.feature_set, cfg.temporal)
         embeddings = load_text_embeddings(text_path)
         text = text_table(table, embeddings, cfg.legacy_text_order, str(text_path))
-        meta_files = [layout.all_class_file(root), find_name_map_file(root, cfg.dataset), text_path]
+        files = [layout.all_class_file(root), find_name_map_file(root, cfg.dataset), text_path]
     except ClassSplitError as exc:
         raise BenchmarkError(f"{where}: {exc}") from None
-    meta_files += [layout.split_class_file(root, cfg.split, s) for s in SUBSPLITS]
+    files += [layout.split_class_file(root, cfg.split, s) for s in SUBSPLITS]
+    return _ClassData(table, split_classes, text, text_path, files)
 
-    # Feature folders and class files.
+
+def _feature_folder(root: Path, cfg: DataConfig, where: str) -> Path:
+    """features/<set>_features[_non_averaged]; an error naming what is there instead when it is absent."""
     fdir = layout.feature_dir(root, cfg.feature_set, cfg.temporal)
-    if not fdir.is_dir():
-        other = layout.feature_dir(root, cfg.feature_set, not cfg.temporal)
-        present = sorted(p.name for p in (root / "features").iterdir() if p.is_dir()) if (root / "features").is_dir() else []
-        hint = f" ({other.name} exists: set data.temporal={not cfg.temporal}?)" if other.is_dir() else ""
-        raise BenchmarkError(f"{where}: feature folder not found: {fdir}{hint}"
-                             + (f"; folders under features/: {', '.join(present)}" if present else ""))
+    if fdir.is_dir():
+        return fdir
+    other = layout.feature_dir(root, cfg.feature_set, not cfg.temporal)
+    present = sorted(p.name for p in (root / "features").iterdir() if p.is_dir()) if (root / "features").is_dir() else []
+    hint = f" ({other.name} exists: set data.temporal={not cfg.temporal}?)" if other.is_dir() else ""
+    if not hint and cfg.feature_set.endswith("_features"):
+        hint = f" (data.feature_set is the name before _features: {cfg.feature_set[: -len('_features')]!r}?)"
+    raise BenchmarkError(f"{where}: feature folder not found: {fdir}{hint}"
+                         + (f"; folders under features/: {', '.join(present)}" if present else ""))
+
+
+def _plan_reads(root: Path, cfg: DataConfig, classes: _ClassData, where: str) -> _ReadPlan:
+    """Index the sub-split folders and pair each listed class with its audio and video file.
+
+    Missing folders and class files are errors; class files that the split does not list are
+    reported (a warning) and not read.
+    """
+    fdir = _feature_folder(root, cfg, where)
     folders = {(m, s): fdir / m / s for m in layout.MODALITIES for s in FEATURE_SUBSPLITS}
     missing_dirs = [str(p) for p in folders.values() if not p.is_dir()]
     _raise_problems([f"missing folder {p}" for p in missing_dirs], where)
@@ -265,9 +334,9 @@ def load_benchmark(
             problems.append(str(exc))
     _raise_problems(problems, where)
 
-    plan: list[tuple[str, int, Path, Path]] = []  # (subsplit, class id, audio file, video file)
+    reads: list[tuple[str, int, Path, Path]] = []
     for s in FEATURE_SUBSPLITS:
-        listed = split_classes[s]
+        listed = classes.split_classes[s]
         listed_keys = {n.casefold() for n in listed}
         for m in layout.MODALITIES:
             absent = [n for n in listed if n.casefold() not in indexes[(m, s)]]
@@ -281,34 +350,40 @@ def load_benchmark(
         for n in listed:
             k = n.casefold()
             if k in indexes[("audio", s)] and k in indexes[("video", s)]:
-                plan.append((s, table.index(n), indexes[("audio", s)][k], indexes[("video", s)][k]))
+                reads.append((s, classes.table.index(n), indexes[("audio", s)][k], indexes[("video", s)][k]))
     _raise_problems(problems, where)
     if (fdir / "audio" / "stage_2_train").is_dir():
         log.debug("%s: stage_2_train folders are not read; stage 2 training samples are stage_1_train + "
                   "stage_1_val_seen + stage_1_val_unseen", fdir)
+    return _ReadPlan(fdir, reads)
 
-    # Cache lookup.
-    feature_files = [p for _, _, a, v in plan for p in (a, v)]
-    key = cache_file = None
-    if cfg.cache_dir:
-        key = _cache_key(cfg, root, scale, dims, meta_files + feature_files)
-        cache_file = _cache_path(Path(cfg.cache_dir).expanduser(), cfg, key)
-        cached = _try_load_cache(cache_file, key)
-        if cached is not None:
-            cached.info["cache"] = {"hit": True, "path": str(cache_file), "key": key}
-            cached.info["load_seconds"] = round(time.perf_counter() - t0, 3)
-            log.info("loaded %s from cache %s", cfg.dataset, cache_file)
-            return cached
 
-    # Read every class file.
-    parts: dict[str, dict[str, list[ClassFeatures]]] = {s: {"audio": [], "video": []} for s in FEATURE_SUBSPLITS}
-    labels: dict[str, list[np.ndarray]] = {s: [] for s in FEATURE_SUBSPLITS}
-    ids: dict[str, list[str]] = {s: [] for s in FEATURE_SUBSPLITS}
+def _cache_entry(cfg: DataConfig, root: Path, scale: float, dims: dict | None,
+                 files: list[Path]) -> tuple[str | None, Path | None]:
+    """(key, cache file) of this load, or (None, None) without cfg.cache_dir."""
+    if not cfg.cache_dir:
+        return None, None
+    key = _cache_key(cfg, root, scale, dims, files)
+    return key, _cache_path(Path(cfg.cache_dir).expanduser(), cfg, key)
+
+
+def _read_features(plan: _ReadPlan, table: ClassTable, cfg: DataConfig, scale: float, dims: dict[str, int] | None,
+                   where: str, progress: bool) -> _FeatureParts:
+    """Read every planned class file and check it: format (averaged/temporal), not empty, dimension,
+    NaN/inf, and the same videos in the same order in the audio and video file of a class.
+
+    With fixed `dims` each file is checked against them; without (a user-extracted feature set),
+    every file of a modality must have the dimension most of them have.
+    """
+    feats = _FeatureParts({s: {"audio": [], "video": []} for s in FEATURE_SUBSPLITS},
+                          {s: [] for s in FEATURE_SUBSPLITS}, {s: [] for s in FEATURE_SUBSPLITS}, dict(dims or {}))
+    problems: list[str] = []
+    seen_dims: dict[str, list[tuple[int, Path, str]]] = {"audio": [], "video": []}  # (dim, file, class)
     scale_warned = False
-    bar = tqdm(total=len(feature_files), desc=f"{cfg.dataset} {cfg.feature_set} features", unit="file",
+    bar = tqdm(total=len(plan.files), desc=f"{cfg.dataset} {cfg.feature_set} features", unit="file",
                disable=not progress, leave=False)
     try:
-        for s, cid, apath, vpath in plan:
+        for s, cid, apath, vpath in plan.reads:
             cname = table.names[cid]
             got = {}
             for m, path in (("audio", apath), ("video", vpath)):
@@ -325,9 +400,11 @@ def load_benchmark(
                     bad.append(f"holds {kind} features but data.temporal={cfg.temporal}")
                 if len(cf) == 0:
                     bad.append("has no videos")
-                elif cf.dim != dims[m]:
+                elif dims is not None and cf.dim != dims[m]:
                     bad.append(f"{m} features have dimension {cf.dim}, expected {dims[m]} for feature set {cfg.feature_set!r}")
                 else:
+                    if dims is None:
+                        seen_dims[m].append((cf.dim, path, cname))
                     finite = np.isfinite(cf.values)
                     if not finite.all():
                         bad.append(f"{int(finite.size - np.count_nonzero(finite))} NaN/inf value(s)")
@@ -346,27 +423,48 @@ def load_benchmark(
                 scale_warned = True
                 log.warning("%s: audio values already lie within [0, 1] but are multiplied by %g; pass "
                             "audio_scale=1.0 if they are already scaled", a.path, scale)
-            parts[s]["audio"].append(a)
-            parts[s]["video"].append(v)
-            labels[s].append(np.full(len(a), cid, dtype=np.int64))
-            ids[s].extend(a.video_ids)
+            feats.parts[s]["audio"].append(a)
+            feats.parts[s]["video"].append(v)
+            feats.labels[s].append(np.full(len(a), cid, dtype=np.int64))
+            feats.ids[s].extend(a.video_ids)
     finally:
         bar.close()
+    if dims is None:
+        for m in layout.MODALITIES:
+            feats.dims[m], odd = _majority_dim(seen_dims[m])
+            problems += [f"{path} (class {cname!r}): {m} features have dimension {d}, but {feats.dims[m]} in most "
+                         f"{m} class files of feature set {cfg.feature_set!r}; all must have the same dimension"
+                         for d, path, cname in odd]
     _raise_problems(problems, where)
+    return feats
 
-    # Compose the phases.
+
+def _majority_dim(found: list[tuple[int, Path, str]]) -> tuple[int, list[tuple[int, Path, str]]]:
+    """The dimension most files have (the first-read one on a tie; 0 without files) and the files that differ."""
+    if not found:
+        return 0, []
+    major = Counter(d for d, _, _ in found).most_common(1)[0][0]
+    return major, [f for f in found if f[0] != major]
+
+
+def _compose_phases(feats: _FeatureParts, classes: _ClassData, cfg: DataConfig, scale: float,
+                    where: str) -> dict[str, Phase]:
+    """The four phases of protocol.md section 3 (stage-1 phases as views into stage 2 train), checked:
+    no class both seen and unseen, no sample of a class outside its phase's class lists."""
+    table, split_classes = classes.table, classes.split_classes
+
     def build(subsplits: tuple[str, ...]) -> SampleSet:
-        audio = _assemble([p for s in subsplits for p in parts[s]["audio"]], cfg.temporal, scale, dims["audio"])
-        video = _assemble([p for s in subsplits for p in parts[s]["video"]], cfg.temporal, 1.0, dims["video"])
-        lab = [x for s in subsplits for x in labels[s]]
+        audio = _assemble([p for s in subsplits for p in feats.parts[s]["audio"]], cfg.temporal, scale, feats.dims["audio"])
+        video = _assemble([p for s in subsplits for p in feats.parts[s]["video"]], cfg.temporal, 1.0, feats.dims["video"])
+        lab = [x for s in subsplits for x in feats.labels[s]]
         lab_t = torch.from_numpy(np.concatenate(lab)) if lab else torch.zeros(0, dtype=torch.long)
-        return SampleSet(audio, video, lab_t, [v for s in subsplits for v in ids[s]])
+        return SampleSet(audio, video, lab_t, [v for s in subsplits for v in feats.ids[s]])
 
     def cids(s: str) -> torch.Tensor:
         return table.ids(split_classes[s], where=f"{cfg.split}/{s}.txt")
 
     stage2 = build(STAGE2_PARTS)
-    n_train = sum(len(x) for x in labels["stage_1_train"])
+    n_train = feats.size("stage_1_train")
     n_all = len(stage2)
 
     def view(start: int, stop: int) -> SampleSet:
@@ -381,6 +479,7 @@ def load_benchmark(
         "test": Phase("test", build(("stage_2_test_seen", "stage_2_test_unseen")),
                       cids("stage_2_test_seen"), cids("stage_2_test_unseen")),
     }
+    problems = []
     for name in PHASES:
         ph = phases[name]
         overlap = set(ph.seen.tolist()) & set(ph.unseen.tolist())
@@ -391,8 +490,13 @@ def load_benchmark(
             problems.append(f"phase {name}: samples of class(es) outside its class lists: "
                             f"{', '.join(table.names[i] for i in outside)}")
     _raise_problems(problems, where)
+    return phases
 
-    info = {
+
+def _provenance(root: Path, cfg: DataConfig, scale: float, classes: _ClassData, plan: _ReadPlan, feats: _FeatureParts,
+                key: str | None, cache_file: Path | None) -> dict:
+    """Benchmark.info: where the data came from, the options that shaped it, and what was read."""
+    return {
         "root": str(root),
         "dataset": cfg.dataset,
         "feature_set": cfg.feature_set,
@@ -400,14 +504,51 @@ def load_benchmark(
         "temporal": bool(cfg.temporal),
         "legacy_text_order": bool(cfg.legacy_text_order),
         "audio_scale": scale,
-        "feature_dir": str(fdir),
-        "text_file": str(text_path),
-        "files_read": len(meta_files) + len(feature_files),
-        "feature_files_read": len(feature_files),
-        "subsplit_sizes": {s: int(sum(len(x) for x in labels[s])) for s in FEATURE_SUBSPLITS},
+        "feature_dir": str(plan.feature_dir),
+        "text_file": str(classes.text_path),
+        "files_read": len(classes.files) + len(plan.files),
+        "feature_files_read": len(plan.files),
+        "subsplit_sizes": {s: feats.size(s) for s in FEATURE_SUBSPLITS},
         "cache": {"hit": False, "path": str(cache_file) if cache_file else None, "key": key},
     }
-    bench = Benchmark(cfg.dataset, list(table.names), text, phases, info)
+
+
+# ----------------------------------------------------------------------------------------- the loader
+
+
+def load_benchmark(
+    cfg: DataConfig,
+    progress: bool = True,
+    *,
+    audio_scale: float | None = None,
+    expected_dims: dict[str, int] | None = None,
+) -> Benchmark:
+    """Load the benchmark described by `cfg` (see the module docstring).
+
+    audio_scale: factor applied to audio features; None = default_audio_scale(feature_set, temporal)
+        (1/255 for temporal VGGish 'cls' audio, as TCaF does).
+    expected_dims: {'audio': D_a, 'video': D_v}; None = EXPECTED_DIMS[feature_set] for main and cls,
+        and for any other feature set only the same dimension in every class file of a modality.
+    """
+    t0 = time.perf_counter()
+    root = _resolve_root(cfg)
+    dims = _expected_dims(cfg.feature_set, expected_dims)
+    scale = float(default_audio_scale(cfg.feature_set, cfg.temporal) if audio_scale is None else audio_scale)
+    where = f"{cfg.dataset} benchmark at {root}"
+
+    classes = _read_classes(root, cfg, where)
+    plan = _plan_reads(root, cfg, classes, where)
+    key, cache_file = _cache_entry(cfg, root, scale, dims, classes.files + plan.files)
+    if cache_file is not None and (cached := _try_load_cache(cache_file, key)) is not None:
+        cached.info["cache"] = {"hit": True, "path": str(cache_file), "key": key}
+        cached.info["load_seconds"] = round(time.perf_counter() - t0, 3)
+        log.info("loaded %s from cache %s", cfg.dataset, cache_file)
+        return cached
+    feats = _read_features(plan, classes.table, cfg, scale, dims, where, progress)
+    phases = _compose_phases(feats, classes, cfg, scale, where)
+    info = _provenance(root, cfg, scale, classes, plan, feats, key, cache_file)
+
+    bench = Benchmark(cfg.dataset, list(classes.table.names), classes.text, phases, info)
     if cache_file is not None:
         _save_cache(cache_file, key, bench)
     info["load_seconds"] = round(time.perf_counter() - t0, 3)

@@ -1,7 +1,8 @@
 """Synthetic AV-GZSL benchmarks in the real on-disk layout (protocol.md section 2).
 
 `generate_benchmark` writes a dataset folder that the loader reads exactly like a real download:
-class-split/ (copied from a real benchmark's folder, or generated UCF-shaped), averaged HDF5 features
+class-split/ (copied from a real benchmark's folder, written from the packaged copy of a real
+benchmark's metadata (`like="UCF"`, see avgzsl.data.packaged), or generated UCF-shaped), averaged HDF5 features
 under features/<set>_features/, per-second pickles under features/<set>_features_non_averaged/, and
 the text embeddings in every feature folder.
 
@@ -38,11 +39,14 @@ benchmark; difficulty 0.25 / 0.5 / 0.9 give 67 / 53 / 20% on UCF. Published AVCA
 
 The generator owns out_dir/<dataset>/features/<set>_features[_non_averaged]/: it replaces them when a
 previous run wrote them (synth_info_<set>.json present) and refuses to touch them otherwise.
+
+A real benchmark's class lists, name map, text and per-class counts are read through the data layer
+(avgzsl.data.metadata, classes.py: text through the restricted unpickler); `like=` and `source=` give
+byte-identical output for one benchmark.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import string
@@ -50,10 +54,21 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from avgzsl.data import layout
+from avgzsl.data import layout, packaged
+from avgzsl.data.classes import find_text_file, load_class_table, load_text_embeddings, read_class_list, text_table
+from avgzsl.data.metadata import (  # SAMPLE_SUBSPLITS: the five sub-splits with samples
+    PROTOCOL_TOTALS,
+    SAMPLE_SUBSPLITS,
+    BenchmarkMeta,
+    metadata_from_folder,
+    spread,
+    subsplit_classes,
+)
+from avgzsl.data.metadata import write_class_split as write_meta_class_split
+from avgzsl.data.readers import read_class_file
+from avgzsl.data.types import SUBSPLITS as ALL_SUBSPLITS  # the six class lists of a split
 from avgzsl.data.writers import (
     write_averaged_class_file,
     write_class_split,
@@ -63,31 +78,12 @@ from avgzsl.data.writers import (
 
 DEFAULT_DIFFICULTY = 0.75
 
-# Sub-split folders that hold samples; stage_2_train is the union of the first three.
-SAMPLE_SUBSPLITS = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen", "stage_2_test_unseen")
-ALL_SUBSPLITS = (
-    "stage_1_train", "stage_1_val_seen", "stage_1_val_unseen",
-    "stage_2_train", "stage_2_test_seen", "stage_2_test_unseen",
-)
-
 FEATURE_DIMS = {"main": {"audio": 512, "video": 512}, "cls": {"audio": 128, "video": 4096}}
 # Seconds per time step of the temporal features (protocol.md section 2).
 STEP_SECONDS = {"main": {"audio": 1.0, "video": 1.0}, "cls": {"audio": 0.96, "video": 0.64}}
 # Video durations in seconds (uniform), per benchmark shape.
 DURATIONS = {"UCF": (3.0, 15.0), "ActivityNet": (5.0, 30.0), "VGGSound": (8.0, 10.0)}
 DEFAULT_DURATION = (3.0, 15.0)
-
-# Sample totals per sub-split from protocol.md, used where a source csv is missing (VGGSound).
-PROTOCOL_TOTALS = {
-    "UCF": {"stage_1_train": 3174, "stage_1_val_seen": 353, "stage_1_val_unseen": 1467,
-            "stage_2_test_seen": 555, "stage_2_test_unseen": 1267},
-    "ActivityNet": {"stage_1_train": 9204, "stage_1_val_seen": 1023, "stage_1_val_unseen": 4307,
-                    "stage_2_test_seen": 1615, "stage_2_test_unseen": 4199},
-    "VGGSound": {"stage_1_train": 70351, "stage_1_val_seen": 7817, "stage_1_val_unseen": 3102,
-                 "stage_2_test_seen": 9032, "stage_2_test_unseen": 3450},
-}
-# Where a missing csv's total is spread over classes in proportion to another sub-split of the same classes.
-_PROPORTIONAL_TO = {"stage_1_train": "stage_1_val_seen", "stage_1_val_seen": "stage_1_train"}
 
 TEXT_DIM = 300
 HIDDEN = 256
@@ -129,10 +125,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _canon(name: str) -> str:
-    return name.strip().lower()
-
-
 # ------------------------------------------------------------------------------------- benchmark spec
 
 
@@ -146,79 +138,18 @@ class _Spec:
 
     def classes(self, subsplit: str) -> list[str]:
         """Classes with samples in `subsplit`: the union over splits (cls_split is a subset of main_split)."""
-        seen: dict[str, None] = {}
-        for split in self.splits.values():
-            for c in split.get(subsplit, []):
-                seen.setdefault(c, None)
-        return list(seen)
-
-
-def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return subsplit_classes(self.splits, subsplit)
 
 
 def _scaled(n: int, scale: float) -> int:
     return max(2, int(round(n * scale)))
 
 
-def _spread(total: int, weights: list[float]) -> list[int]:
-    """Split `total` into integers proportional to `weights` (largest remainder)."""
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
-    raw = total * w
-    out = np.floor(raw).astype(int)
-    for i in np.argsort(-(raw - out), kind="stable")[: total - out.sum()]:
-        out[i] += 1
-    return out.tolist()
-
-
-def _spec_from_source(source: Path, dataset: str, scale: float) -> _Spec:
-    src_name = source.name
-    splits = {s: {sub: _read_lines(layout.split_class_file(source, s, sub)) for sub in ALL_SUBSPLITS}
-              for s in layout.SPLITS if (layout.class_split_dir(source) / s).is_dir()}
-    if not splits:
-        raise FileNotFoundError(f"{source}: no main_split/ or cls_split/ under {layout.class_split_dir(source)}")
-    # Text: class (txt name) -> original (case-insensitive) -> manual -> vector.
-    table = np.load(_source_text(source), allow_pickle=True).item()
-    manual_of = {}
-    with open(layout.name_map_file(source, src_name), newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            manual_of[_canon(row["original"])] = row["manual"]
-    spec = _Spec(dataset, splits, {}, {}, DURATIONS.get(src_name, DEFAULT_DURATION))
-    every = {c for split in splits.values() for subs in split.values() for c in subs}
-    for c in sorted(every):
-        manual = manual_of.get(_canon(c), manual_of.get(_canon(c).replace(" ", "")))
-        if manual is None or manual not in table:
-            raise KeyError(f"{source}: no text embedding for class {c!r} (name map gives {manual!r})")
-        spec.semantic[c] = np.asarray(table[manual], dtype=np.float64)
-    # Counts from the per-video csvs of main_split (cls_split's csvs list the same videos).
-    raw: dict[str, dict[str, int]] = {}
-    for sub in SAMPLE_SUBSPLITS:
-        classes = spec.classes(sub)
-        path = next((p for s in ("main_split", "cls_split")
-                     if (p := layout.class_split_dir(source) / s / f"{sub}.csv").is_file()), None)
-        if path is not None:
-            by_canon = {_canon(c): c for c in classes}
-            per = dict.fromkeys(classes, 0)
-            with open(path, newline="", encoding="utf-8") as fh:
-                for row in csv.DictReader(fh):
-                    c = by_canon.get(_canon(row.get("label", "")))
-                    if c is not None:
-                        per[c] += 1
-            raw[sub] = per
-    for sub in SAMPLE_SUBSPLITS:
-        if sub in raw:
-            continue
-        classes = spec.classes(sub)
-        total = PROTOCOL_TOTALS.get(src_name, {}).get(sub)
-        if total is None:  # unknown benchmark without csv: the mean count of the other sub-splits
-            known = [n for per in raw.values() for n in per.values()]
-            total = int(np.mean(known) * len(classes)) if known else 100 * len(classes)
-        ref = raw.get(_PROPORTIONAL_TO.get(sub, ""), {})
-        weights = [ref.get(c, 0) for c in classes] if ref and all(ref.get(c, 0) for c in classes) else [1.0] * len(classes)
-        raw[sub] = dict(zip(classes, _spread(total, weights)))
-    spec.counts = {sub: {c: _scaled(n, scale) for c, n in raw[sub].items()} for sub in SAMPLE_SUBSPLITS}
-    return spec
+def _spec_from_metadata(meta: BenchmarkMeta, dataset: str, scale: float) -> _Spec:
+    """The spec of a real benchmark: its splits, each split class's text (by name), its counts times `scale`."""
+    semantic = {c: np.asarray(v, dtype=np.float64) for c, v in meta.split_class_text().items()}
+    counts = {sub: {c: _scaled(n, scale) for c, n in meta.counts[sub].items()} for sub in SAMPLE_SUBSPLITS}
+    return _Spec(dataset, meta.splits, semantic, counts, DURATIONS.get(meta.dataset, DEFAULT_DURATION))
 
 
 def _synthetic_semantics(seed: int, n: int) -> np.ndarray:
@@ -251,7 +182,7 @@ def _spec_synthetic(dataset: str, seed: int, scale: float) -> _Spec:
     totals = PROTOCOL_TOTALS["UCF"]
     for sub in SAMPLE_SUBSPLITS:
         classes = spec.classes(sub)
-        spec.counts[sub] = {c: _scaled(n, scale) for c, n in zip(classes, _spread(totals[sub], [1.0] * len(classes)))}
+        spec.counts[sub] = {c: _scaled(n, scale) for c, n in zip(classes, spread(totals[sub], [1.0] * len(classes)))}
     return spec
 
 
@@ -438,39 +369,49 @@ def generate_benchmark(
     feature_set: str = "main",
     temporal: bool = True,
     progress: bool = True,
+    like: str | None = None,
 ) -> Path:
     """Write a synthetic benchmark in the real layout and return its folder, out_dir/<dataset>.
 
     Args:
         out_dir: parent folder; the benchmark goes to out_dir/<dataset>.
         source: a real benchmark folder (class-split/ and a word_embeddings_*_normed.npy) whose class
-            splits and text embeddings are used, with per-class sample counts from its csvs. None:
-            generate a UCF-shaped benchmark with random class names and text vectors.
-        dataset: output folder name and file-name prefix (default: the source folder's name, or "Synthetic").
+            splits and text embeddings are used, with per-class sample counts from its csvs. None
+            (and no `like`): generate a UCF-shaped benchmark with random class names and text vectors.
+        dataset: output folder name and file-name prefix (default: the source folder's name, the
+            packaged benchmark's name, or "Synthetic").
         scale: multiplies every per-class sample count (at least 2 per class and sub-split).
         difficulty: in [0, 1], the fraction of each class's appearance its text does not explain.
         seed: everything is a deterministic function of the seed.
         feature_set: "main" (audio 512 / video 512) or "cls" (audio 128 / video 4096).
         temporal: also write the per-second (non-averaged) features.
         progress: show a tqdm bar over classes.
+        like: instead of `source`, the name of a packaged real benchmark ("UCF", "ActivityNet" or
+            "VGGSound", see avgzsl.data.packaged.available()): the same output as `source=` that
+            benchmark's real folder, with nothing outside the package.
     """
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
     if feature_set not in FEATURE_DIMS:
         raise ValueError(f"unknown feature set {feature_set!r}; expected one of {tuple(FEATURE_DIMS)}")
+    if source is not None and like is not None:
+        raise ValueError("give source (a real benchmark folder) or like (a packaged benchmark's name), not both")
+    meta = None
     if source is not None:
         source = Path(source)
-        if not layout.class_split_dir(source).is_dir():
-            raise FileNotFoundError(f"{source}: not a benchmark folder (no class-split/)")
-        dataset = dataset or source.name
-        spec = _spec_from_source(source, dataset, scale)
+        meta = metadata_from_folder(source)  # FileNotFoundError without class-split/
+    elif like is not None:
+        meta = packaged.load(like)
+    if meta is not None:
+        dataset = dataset or meta.dataset
+        spec = _spec_from_metadata(meta, dataset, scale)
     else:
         dataset = dataset or "Synthetic"
         spec = _spec_synthetic(dataset, seed, scale)
     root = Path(out_dir) / dataset
     split_dir = layout.class_split_dir(root)
     name_map_name = layout.name_map_file(root, dataset).name
-    id_style = source.name if source is not None else dataset
+    id_style = meta.dataset if meta is not None else dataset
     marker = root / f"synth_info_{feature_set}.json"
     for d in (layout.feature_dir(root, feature_set, False), layout.feature_dir(root, feature_set, True)):
         if d.exists():
@@ -478,31 +419,35 @@ def generate_benchmark(
                 raise FileExistsError(f"{d} exists and was not written by the synthetic generator; choose another out_dir")
             shutil.rmtree(d)
     info = {"generator": "avgzsl.data.synth", "complete": False, "dataset": dataset,
-            "source": str(source) if source is not None else None, "scale": scale, "difficulty": difficulty,
-            "seed": seed, "feature_set": feature_set, "temporal": temporal,
-            "audio": asdict(AUDIO), "video": asdict(VIDEO)}
+            "source": str(source) if source is not None else None}
+    if like is not None:  # only then, so that the other modes' info files stay as they were
+        info["like"] = meta.dataset
+    info.update(scale=scale, difficulty=difficulty, seed=seed, feature_set=feature_set, temporal=temporal,
+                audio=asdict(AUDIO), video=asdict(VIDEO))
     root.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
     # Class split and text embeddings.
-    if source is not None:
-        src_split = layout.class_split_dir(source)
-        _copy(layout.all_class_file(source), layout.all_class_file(root))
-        _copy(layout.name_map_file(source, source.name), split_dir / name_map_name)
+    if source is not None:  # copied, so that any source's files arrive byte for byte
+        _copy(meta.files["all_class"], layout.all_class_file(root))
+        _copy(meta.files["name_map"], split_dir / name_map_name)
         for split in spec.splits:
             for sub in ALL_SUBSPLITS:
-                _copy(src_split / split / f"{sub}.txt", layout.split_class_file(root, split, sub))
-        text_table = np.load(_source_text(source), allow_pickle=True).item()
+                _copy(layout.split_class_file(source, split, sub), layout.split_class_file(root, split, sub))
+        embeddings = meta.text
+    elif meta is not None:  # like: the packaged form gives the real files back byte for byte
+        write_meta_class_split(meta, split_dir, name_map_name)
+        embeddings = meta.text
     else:
         names = sorted(spec.semantic)
         name_map = _synthetic_name_map(names)
         write_class_split(split_dir, names, name_map, spec.splits, name_map_name)
-        text_table = {manual: spec.semantic[orig].astype(np.float32) for orig, manual in name_map}
+        embeddings = {manual: spec.semantic[orig].astype(np.float32) for orig, manual in name_map}
     feature_dirs = [layout.feature_dir(root, feature_set, False)]
     if temporal:
         feature_dirs.append(layout.feature_dir(root, feature_set, True))
     for d in feature_dirs:
-        write_text_embeddings(d / "text" / layout.text_file_name(dataset), text_table)
+        write_text_embeddings(d / "text" / layout.text_file_name(dataset), embeddings)
 
     # Features, class by class (jobs class-major, so the progress bar counts classes).
     model = SynthModel(spec.semantic, difficulty, seed, feature_set)
@@ -544,16 +489,6 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def _source_text(source: Path) -> Path:
-    for p in layout.text_file_candidates(source, source.name, "main", False):
-        if p.is_file():
-            return p
-    found = sorted(source.rglob("word_embeddings_*_normed.npy"))
-    if not found:
-        raise FileNotFoundError(f"{source}: no word_embeddings_*_normed.npy")
-    return found[0]
-
-
 # ----------------------------------------------------------------------------------------- the probe
 
 
@@ -582,31 +517,26 @@ def ridge_probe(root: str | Path, dataset: str | None = None, feature_set: str =
     audio+video, video only, audio only, and chance."""
     root = Path(root)
     dataset = dataset or root.name
-    text_table = np.load(layout.text_file_candidates(root, dataset, feature_set, False)[0], allow_pickle=True).item()
-    manual_of = {}
-    with open(layout.name_map_file(root, dataset), newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            manual_of[_canon(row["original"])] = row["manual"]
-    names = _read_lines(layout.split_class_file(root, split, "stage_2_train")) + \
-        _read_lines(layout.split_class_file(root, split, "stage_2_test_unseen"))
-    names = list(dict.fromkeys(names))
-    text = np.stack([text_table[manual_of[_canon(c)]] for c in names]).astype(np.float64)
+    table = load_class_table(root, dataset)
+    text_path = find_text_file(root, dataset, feature_set, False)
+    class_text = text_table(table, load_text_embeddings(text_path), source=str(text_path)).numpy()
+    seen_names = read_class_list(layout.split_class_file(root, split, "stage_2_train"))
+    unseen_names = read_class_list(layout.split_class_file(root, split, "stage_2_test_unseen"))
+    names = list(dict.fromkeys(seen_names + unseen_names))  # probe class k = names[k]
+    text = class_text[[table.index(c) for c in names]].astype(np.float64)
 
     def load(subs, classes):
         xs, ys = {"audio": [], "video": []}, []
         for sub in subs:
-            for c in _read_lines(layout.split_class_file(root, split, sub)):
+            for c in read_class_list(layout.split_class_file(root, split, sub)):
                 if c not in classes:
                     continue
                 for m in ("audio", "video"):
-                    with h5py.File(layout.class_feature_file(root, feature_set, False, m, sub, c), "r") as hf:
-                        xs[m].append(hf["data"][()])
+                    xs[m].append(read_class_file(layout.class_feature_file(root, feature_set, False, m, sub, c)).values)
                 ys.append(np.full(len(xs["audio"][-1]), names.index(c)))
         return {m: np.concatenate(v).astype(np.float64) for m, v in xs.items()}, np.concatenate(ys)
 
-    seen = set(_read_lines(layout.split_class_file(root, split, "stage_2_train")))
-    unseen_names = _read_lines(layout.split_class_file(root, split, "stage_2_test_unseen"))
-    tr_x, tr_y = load(("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen"), seen)
+    tr_x, tr_y = load(("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen"), set(seen_names))
     te_x, te_y = load(("stage_2_test_unseen",), set(unseen_names))
     unseen = np.array([names.index(c) for c in unseen_names])
     both = lambda x: np.concatenate([x["audio"], x["video"]], 1)  # noqa: E731

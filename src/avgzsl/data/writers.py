@@ -37,14 +37,15 @@ def _atomic_path(path: str | os.PathLike):
         raise
 
 
-def _atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file renamed into place."""
     with _atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
 
 
 def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _check_ids(n: int, video_ids: list[str], what: str) -> list[str]:
@@ -78,7 +79,7 @@ def write_temporal_class_file(path, sequences: list[np.ndarray], video_ids: list
             raise ValueError(f"{path}: sequence {i} must be [T, D], got shape {s.shape}")
     ids = _check_ids(len(seqs), video_ids, str(path))
     payload = {"features": seqs, "video_names": ids, "fps": [int(fps)] * len(seqs)}
-    _atomic_write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def write_text_embeddings(path, embeddings: dict[str, np.ndarray]) -> None:
@@ -86,7 +87,29 @@ def write_text_embeddings(path, embeddings: dict[str, np.ndarray]) -> None:
     table = {str(k): np.asarray(v, dtype=np.float32) for k, v in embeddings.items()}
     buf = io.BytesIO()
     np.save(buf, np.array(table, dtype=object), allow_pickle=True)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_class_list(path, names: list[str], final_newline: bool = True) -> None:
+    """A class .txt file: one name per line (some real split files lack the last newline: final_newline=False)."""
+    _atomic_write_text(path, "\n".join(names) + ("\n" if final_newline and names else ""))
+
+
+def write_name_map(path, rows: list[tuple[str, ...]], columns: list[str] | None = None) -> None:
+    """A name-map csv with `\n` line ends, quoting only where needed (as the real files are written).
+
+    columns: the header; default original,manual plus category when a row has a third value.
+    """
+    rows = [tuple(r) for r in rows]
+    if columns is None:
+        width = max((len(r) for r in rows), default=2)
+        columns = ["original", "manual", "category"][:max(width, 2)]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow(list(r) + [""] * (len(columns) - len(r)))
+    _atomic_write_text(path, buf.getvalue())
 
 
 def write_class_split(
@@ -99,16 +122,8 @@ def write_class_split(
     """Write a class-split folder: all_class.txt, the name-map csv (header original,manual; a third
     tuple element is written as a 'category' column), and splits[split][subsplit] -> <split>/<subsplit>.txt."""
     root = Path(class_split_dir)
-    _atomic_write_text(root / "all_class.txt", "".join(f"{c}\n" for c in all_classes))
-    rows = [tuple(r) for r in name_map]
-    width = max((len(r) for r in rows), default=2)
-    header = ["original", "manual", "category"][:max(width, 2)]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for r in rows:
-        writer.writerow(list(r) + [""] * (len(header) - len(r)))
-    _atomic_write_text(root / name_map_file_name, buf.getvalue())
+    write_class_list(root / "all_class.txt", all_classes)
+    write_name_map(root / name_map_file_name, name_map)
     for split, subsplits in splits.items():
         for subsplit, classes in subsplits.items():
-            _atomic_write_text(root / split / f"{subsplit}.txt", "".join(f"{c}\n" for c in classes))
+            write_class_list(root / split / f"{subsplit}.txt", classes)
