@@ -100,3 +100,29 @@ def test_evaluate_takes_checkpoint_names_with_or_without_pt(tmp_path, averaged_r
     assert a["test"]["HM"] == pytest.approx(res["test"]["HM"])
     with pytest.raises(FileNotFoundError, match="present: stage1_best.pt, stage2_test.pt"):
         avgzsl.evaluate(tmp_path, checkpoint="nosuch")
+
+
+def test_runs_in_worker_processes_give_the_same_results(tmp_path, averaged_root):
+    ov = {**TINY, "data": {"dataset": averaged_root.name}, "train": {**TINY["train"], "num_threads": 1}}
+    one = avgzsl.run("daan", "UCF", averaged_root, seeds=[0, 1], out=tmp_path / "one", overrides=ov, jobs=1)
+    two = avgzsl.run("daan", "UCF", averaged_root, seeds=[0, 1], out=tmp_path / "two", overrides=ov, jobs=2)
+    assert [r["test"] for r in one] == [r["test"] for r in two]
+    assert [r["seed"] for r in two] == [0, 1]
+
+
+def test_compare_reports_a_run_that_fails_and_finishes_the_others(tmp_path, averaged_root, monkeypatch):
+    import avgzsl.experiments as ex
+
+    real = ex._run_job
+
+    def flaky(job, store=None):
+        if job.cfg.method_name == "toy" and job.cfg.seed == 1:
+            raise RuntimeError("worker lost")
+        return real(job, store)
+
+    monkeypatch.setattr(ex, "_run_job", flaky)
+    report = avgzsl.compare(["linear", "toy"], "UCF", averaged_root, seeds=[0, 1], out=tmp_path,
+                            overrides={**TINY, "data": {"dataset": averaged_root.name}})
+    assert [(r["name"], r["n"]) for r in report["rows"]] == [("linear", 2), ("toy", 1)]
+    (failed,) = report["failed"]
+    assert failed["method"] == "toy" and "seed1" in failed["run"] and "worker lost" in failed["reason"]

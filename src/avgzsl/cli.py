@@ -52,6 +52,8 @@ def _data_args(p: argparse.ArgumentParser, root_required: bool = True) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true",
                    help="reuse finished runs with the same config under --out instead of training them again")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, in worker processes that split the cores between them")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=15 method.embedding_dropout=0.1")
 
 
@@ -105,7 +107,7 @@ def cmd_run(args) -> int:
     out = Path(args.out or f"runs/{args.method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     results = experiments.run(args.method, args.dataset, args.root, seeds=args.seeds or [args.seed], out=out,
                               overrides=_overrides(args), config_file=args.config, label=args.label,
-                              resume=args.resume, on_result=_print_run)
+                              resume=args.resume, jobs=args.jobs, on_result=_print_run)
     if len(results) > 1:
         print(markdown_table(aggregate(results)))
     print(f"run directory: {out}")
@@ -147,7 +149,7 @@ def cmd_ablate(args) -> int:
 
     rows = experiments.ablate(args.method, args.dataset, args.root, variants=args.variants, baselines=args.baseline,
                               seeds=args.seeds, out=args.out, overrides=_overrides(args), config_file=args.config,
-                              resume=args.resume, on_result=_print_run)
+                              resume=args.resume, jobs=args.jobs, on_result=_print_run)
     print(markdown_table(rows))
     print(f"wrote {Path(args.out) / 'ablation.md'}")
     return 0
@@ -157,7 +159,8 @@ def cmd_sweep(args) -> int:
     from avgzsl import experiments
 
     experiments.sweep(args.method, args.key, args.values, args.dataset, args.root, seeds=args.seeds, out=args.out,
-                      overrides=_overrides(args), config_file=args.config, resume=args.resume, on_result=_print_run)
+                      overrides=_overrides(args), config_file=args.config, resume=args.resume, jobs=args.jobs,
+                      on_result=_print_run)
     out = Path(args.out)
     print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
     return 0
@@ -168,7 +171,8 @@ def cmd_compare(args) -> int:
     from avgzsl.reports import compare_markdown
 
     report = experiments.compare(args.methods, args.dataset, args.root, seeds=args.seeds, out=args.out,
-                                 overrides=_overrides(args), resume=args.resume, on_result=_print_run)
+                                 overrides=_overrides(args), resume=args.resume, jobs=args.jobs,
+                                 on_result=_print_run)
     print(compare_markdown(report))
     out = Path(args.out)
     print(f"wrote {out / 'compare.md'} and {out / 'compare.json'}")

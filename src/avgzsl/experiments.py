@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ LOG = logging.getLogger("avgzsl")
 Overrides = Sequence[str] | dict | None
 OnResult = Callable[[dict], None] | None
 
-__all__ = ["BenchmarkStore", "ablate", "compare", "evaluate", "run", "sweep"]
+__all__ = ["BenchmarkStore", "RunJob", "ablate", "compare", "evaluate", "execute", "run", "sweep"]
 
 
 # --- benchmarks, loaded once ---------------------------------------------------------------------------
@@ -116,6 +117,147 @@ def finished_run(run_dir: Path, cfg: RunConfig) -> dict | None:
     return json.loads(run.results_file.read_text())
 
 
+# --- jobs: one protocol run each, executed here or by worker processes ------------------------------------
+@dataclass
+class RunJob:
+    """One protocol run: a resolved, checked config, its run directory and its table row name."""
+
+    cfg: RunConfig
+    run_dir: Path
+    label: str | None = None
+    group: str = ""  # which row / variant / value of the experiment it belongs to
+
+
+@dataclass
+class JobFailure:
+    """A run that raised: which one and why (reported in tables instead of stopping the others)."""
+
+    job: RunJob
+    error: str
+
+
+def _jobs(method: str, dataset: str, overrides: list[str] | dict, config_file: str | Path | None,
+          seeds: Sequence[int], out: Path, label: str | None, per_seed: bool, group: str = "") -> list[RunJob]:
+    """Build and check every seed's config (before any data loads or folder is written)."""
+    jobs = []
+    for seed in seeds:
+        cfg = build_config(method, dataset, overrides, config_file)
+        cfg.seed = int(seed)
+        jobs.append(RunJob(cfg, out / f"seed{cfg.seed}" if per_seed else out, label, group or label or method))
+    return jobs
+
+
+_WORKER_STORE: BenchmarkStore | None = None  # a worker process's benchmarks, loaded once per process
+
+
+def _run_job(job: RunJob, store: BenchmarkStore | None = None) -> dict:
+    from avgzsl.protocol import run_protocol
+
+    global _WORKER_STORE
+    if store is None:
+        _WORKER_STORE = _WORKER_STORE or BenchmarkStore()
+        store = _WORKER_STORE
+    res = run_protocol(job.cfg, store.get(job.cfg), job.run_dir, label=job.label)
+    res.setdefault("run_dir", str(job.run_dir))
+    return res
+
+
+def usable_cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def execute(
+    jobs: list[RunJob],
+    *,
+    n_jobs: int = 1,
+    resume: bool = False,
+    benchmarks: BenchmarkStore | None = None,
+    on_result: OnResult = None,
+    keep_going: bool = False,
+) -> tuple[list[dict | None], list[JobFailure]]:
+    """Run `jobs` (finished ones reused with `resume`), n_jobs at a time; results in job order.
+
+    With n_jobs > 1 every run is a worker process of its own pool (spawned: torch and fork do not mix),
+    each worker loads a benchmark once for all the runs it gets, and the cores are split between the
+    workers (train.num_threads = cores // n_jobs where it was left at 0): runs side by side that each take
+    every core oversubscribe the machine many times over. One progress line per finished run.
+    A run that raises is returned as a JobFailure when keep_going, else re-raised once the others finished.
+    """
+    results: list[dict | None] = [None] * len(jobs)
+    todo = []
+    for i, job in enumerate(jobs):
+        res = finished_run(job.run_dir, job.cfg) if resume else None
+        if res is not None:
+            LOG.info("reusing the finished run %s", job.run_dir)
+            res.setdefault("run_dir", str(job.run_dir))
+            results[i] = res
+            if on_result is not None:
+                on_result(res)
+        else:
+            todo.append(i)
+    failures: list[JobFailure] = []
+    if n_jobs <= 1 or len(todo) <= 1:
+        store = benchmarks or BenchmarkStore()
+        for i in todo:
+            try:
+                results[i] = _run_job(jobs[i], store)
+            except (ValueError, FileNotFoundError, RuntimeError) as exc:
+                if not keep_going:
+                    raise
+                failures.append(JobFailure(jobs[i], f"{type(exc).__name__}: {exc}".splitlines()[0]))
+                continue
+            if on_result is not None:
+                on_result(results[i])
+        return results, failures
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    threads = max(1, usable_cores() // n_jobs)
+    for i in todo:
+        if jobs[i].cfg.train.num_threads == 0:
+            jobs[i].cfg.train.num_threads = threads
+        jobs[i].cfg.train.progress = False  # one combined display below, not n_jobs tangled bars
+    errors: list[tuple[int, BaseException]] = []
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_job, jobs[i]): i for i in todo}
+        bar = tqdm(total=len(todo), desc=f"runs ({n_jobs} at a time)", unit="run")
+        for fut in as_completed(futures):
+            i = futures[fut]
+            bar.update(1)
+            try:
+                results[i] = fut.result()
+            except Exception as exc:  # noqa: BLE001  (reported, the other runs go on)
+                errors.append((i, exc))
+                LOG.warning("run %s failed: %s", jobs[i].run_dir, exc)
+                continue
+            r = results[i]
+            bar.write(f"finished {jobs[i].run_dir}: HM {r['test']['HM']:.2f} ZSL {r['test']['ZSL']:.2f} "
+                      f"({r['seconds']['total']:.0f} s)")
+            if on_result is not None:
+                on_result(r)
+        bar.close()
+    if errors and not keep_going:
+        i, exc = errors[0]
+        raise type(exc)(f"{len(errors)} run(s) failed; the first, {jobs[i].run_dir}: {exc}") if isinstance(
+            exc, (ValueError, FileNotFoundError, RuntimeError)) else exc
+    failures += [JobFailure(jobs[i], f"{type(e).__name__}: {e}".splitlines()[0]) for i, e in errors]
+    return results, failures
+
+
+def _group_results(jobs: list[RunJob], results: list[dict | None]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for job, res in zip(jobs, results):
+        groups.setdefault(job.group, [])
+        if res is not None:
+            groups[job.group].append(res)
+    return groups
+
+
 # --- run -----------------------------------------------------------------------------------------------
 def run(
     method: str = "avca",
@@ -129,6 +271,7 @@ def run(
     label: str | None = None,
     resume: bool = False,
     seed_dirs: bool | None = None,
+    jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
 ) -> list[dict]:
@@ -143,38 +286,20 @@ def run(
         overrides: ["section.key=value", ...] or a nested dict, applied over the YAML and config_file.
         label: the row name of these runs in tables (default: the method name).
         resume: reuse a seed's finished run made with the same config instead of training it again.
+        jobs: runs at once, in worker processes that share the cores (see `execute`).
         benchmarks: share loaded benchmarks with other calls (one load for many runs).
         on_result: called with each run's results as soon as it finishes.
 
     Every config is built and checked (unknown keys, wrong choices, a feature kind the method does not
     take) before any data loads or any folder is written.
     """
-    from avgzsl.protocol import run_protocol
-
     seeds = list(seeds)
     if not seeds:
         raise ConfigError("at least one seed is needed")
-    ov = _override_list(root, overrides)
-    configs = []
-    for seed in seeds:
-        cfg = build_config(method, dataset, ov, config_file)
-        cfg.seed = int(seed)
-        configs.append(cfg)
     out = Path(out) if out is not None else Path(f"runs/{method}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     per_seed = len(seeds) > 1 if seed_dirs is None else seed_dirs
-    store = benchmarks or BenchmarkStore()
-    results = []
-    for cfg in configs:
-        run_dir = out / f"seed{cfg.seed}" if per_seed else out
-        res = finished_run(run_dir, cfg) if resume else None
-        if res is not None:
-            LOG.info("reusing the finished run %s", run_dir)
-        else:
-            res = run_protocol(cfg, store.get(cfg), run_dir, label=label)
-        res.setdefault("run_dir", str(run_dir))
-        if on_result is not None:
-            on_result(res)
-        results.append(res)
+    todo = _jobs(method, dataset, _override_list(root, overrides), config_file, seeds, out, label, per_seed)
+    results, _ = execute(todo, n_jobs=jobs, resume=resume, benchmarks=benchmarks, on_result=on_result)
     return results
 
 
@@ -191,6 +316,7 @@ def ablate(
     overrides: Overrides = None,
     config_file: str | Path | None = None,
     resume: bool = False,
+    jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
 ) -> list[dict]:
@@ -213,16 +339,14 @@ def ablate(
     baselines = [b for b in (method_cls.ablation_baselines if baselines is None else baselines) if b]
     out = Path(out)
     ov = _override_list(root, overrides)
-    jobs = [(b, ov, None, b, out / b) for b in baselines]
-    jobs += [(method, _with(ov, {"method": declared[n]}), config_file, n, out / n.replace("+", "_")) for n in names]
-    for name, job_ov, job_file, _, _ in jobs:  # every config checked before the first run
-        build_config(name, dataset, job_ov, job_file)
-    store = benchmarks or BenchmarkStore()
-    results = []
-    for name, job_ov, job_file, label, run_out in jobs:
-        results += run(name, dataset, seeds=seeds, out=run_out, overrides=job_ov, config_file=job_file, label=label,
-                       resume=resume, seed_dirs=True, benchmarks=store, on_result=on_result)
-    rows = aggregate(results)
+    todo = []
+    for b in baselines:
+        todo += _jobs(b, dataset, ov, None, seeds, out / b, b, True)
+    for n in names:
+        todo += _jobs(method, dataset, _with(ov, {"method": declared[n]}), config_file, seeds,
+                      out / n.replace("+", "_"), n, True)
+    results, _ = execute(todo, n_jobs=jobs, resume=resume, benchmarks=benchmarks, on_result=on_result)
+    rows = aggregate([r for r in results if r is not None])
     title = f"Ablation of {method} on {dataset} (test, mean ± std over seeds {' '.join(map(str, seeds))})"
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.md").write_text(markdown_table(rows, title=title))
@@ -243,6 +367,7 @@ def sweep(
     overrides: Overrides = None,
     config_file: str | Path | None = None,
     resume: bool = False,
+    jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
 ) -> list[dict]:
@@ -255,16 +380,16 @@ def sweep(
     out = Path(out)
     ov = _override_list(root, overrides)
     texts = [str(v) for v in values]
-    jobs = [(_with(ov, parse_overrides([f"{key}={t}"])), t) for t in texts]
-    for job_ov, _ in jobs:
-        build_config(method, dataset, job_ov, config_file)
-    store = benchmarks or BenchmarkStore()
+    todo = []
+    for t in texts:
+        todo += _jobs(method, dataset, _with(ov, parse_overrides([f"{key}={t}"])), config_file, seeds,
+                      out / f"{key}={t}", f"{key}={t}", True)
+    results, _ = execute(todo, n_jobs=jobs, resume=resume, benchmarks=benchmarks, on_result=on_result)
+    groups = _group_results(todo, results)
     rows = []
-    for job_ov, text in jobs:
-        res = run(method, dataset, seeds=seeds, out=out / f"{key}={text}", overrides=job_ov, config_file=config_file,
-                  label=f"{key}={text}", resume=resume, seed_dirs=True, benchmarks=store, on_result=on_result)
-        (row,) = aggregate(res)
-        row["value"] = load_yaml_text(text)
+    for t in texts:
+        (row,) = aggregate(groups[f"{key}={t}"])
+        row["value"] = load_yaml_text(t)
         rows.append(row)
     write_csv(rows, out / "sweep.csv", extra=("value",))
     plot_sweep(rows, key, out / "sweep.png", title=f"{method} on {dataset}: {key}")
@@ -282,6 +407,7 @@ def compare(
     overrides: Overrides = None,
     method_overrides: dict[str, Overrides] | None = None,
     resume: bool = False,
+    jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
 ) -> dict:
@@ -290,38 +416,40 @@ def compare(
     Writes out/compare.md (a DAAN-Table-I-style table: S / U / HM / ZSL mean ± std, minutes per run,
     seconds per epoch, the feature kind each method used) and out/compare.json, and returns the JSON's
     content: {"rows": [...], "failed": [{"method", "reason"}], "seeds": [...], ...}. A method that cannot
-    run on the data (a feature kind it does not take, files missing for its kind) is listed with the
-    reason instead of stopping the others.
+    run on the data (a feature kind it does not take, files missing for its kind, a run that fails) is
+    listed with the reason instead of stopping the others.
     """
     from avgzsl.reports import aggregate, compare_markdown
 
     out = Path(out)
     ov = _override_list(root, overrides)
     extra = method_overrides or {}
-    jobs, failed = [], []
+    store = benchmarks or BenchmarkStore()
+    todo, failed, configs = [], [], {}
     for m in methods:
         job_ov = _with(ov, parse_overrides(list(extra[m])) if isinstance(extra.get(m), (list, tuple)) else extra.get(m, {}))
         try:
-            cfg = build_config(m, dataset, job_ov)
-        except (ConfigError, KeyError) as exc:
-            failed.append({"method": m, "reason": str(exc.args[0] if isinstance(exc, KeyError) else exc)})
+            method_jobs = _jobs(m, dataset, job_ov, None, seeds, out / m, m, True)
+            store.get(method_jobs[0].cfg)  # e.g. no temporal files for a temporal method: say so, go on
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            reason = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).splitlines()[0]
+            failed.append({"method": m, "reason": reason})
+            LOG.warning("compare: %s cannot run: %s", m, reason)
             continue
-        jobs.append((m, job_ov, cfg))
-    store = benchmarks or BenchmarkStore()
+        configs[m] = method_jobs[0].cfg
+        todo += method_jobs
+    results, failures = execute(todo, n_jobs=jobs, resume=resume, benchmarks=store, on_result=on_result,
+                                keep_going=True)
+    failed += [{"method": f.job.group, "run": str(f.job.run_dir), "reason": f.error} for f in failures]
+    groups = _group_results(todo, results)
     rows = []
-    for m, job_ov, cfg in jobs:
-        try:
-            store.get(cfg)
-        except (ValueError, FileNotFoundError) as exc:  # BenchmarkError: e.g. no temporal files for this method
-            failed.append({"method": m, "reason": str(exc).splitlines()[0]})
-            LOG.warning("compare: %s cannot run: %s", m, exc)
+    for m, cfg in configs.items():
+        if not groups.get(m):
             continue
-        results = run(m, dataset, seeds=seeds, out=out / m, overrides=job_ov, label=m, resume=resume,
-                      seed_dirs=True, benchmarks=store, on_result=on_result)
-        (row,) = aggregate(results)
+        (row,) = aggregate(groups[m])
         row["method"] = m
         row["features"] = ("temporal" if cfg.data.temporal else "averaged") + f" ({cfg.data.feature_set})"
-        row["per_epoch_seconds"] = _mean([r["seconds"]["per_epoch_stage1"] for r in results])
+        row["per_epoch_seconds"] = _mean([r["seconds"]["per_epoch_stage1"] for r in groups[m]])
         rows.append(row)
     title = f"{dataset}: test, mean ± std over seeds {' '.join(map(str, seeds))}"
     report = {"title": title, "dataset": dataset, "seeds": list(seeds), "rows": rows, "failed": failed}
