@@ -149,7 +149,7 @@ def cmd_ablate(args) -> int:
 
     rows = experiments.ablate(args.method, args.dataset, args.root, variants=args.variants, baselines=args.baseline,
                               seeds=args.seeds, out=args.out, overrides=_overrides(args), config_file=args.config,
-                              resume=args.resume, jobs=args.jobs, on_result=_print_run)
+                              resume=args.resume, reference=args.reference, jobs=args.jobs, on_result=_print_run)
     print(markdown_table(rows))
     print(f"wrote {Path(args.out) / 'ablation.md'}")
     return 0
@@ -171,7 +171,8 @@ def cmd_compare(args) -> int:
     from avgzsl.reports import compare_markdown
 
     report = experiments.compare(args.methods, args.dataset, args.root, seeds=args.seeds, out=args.out,
-                                 overrides=_overrides(args), resume=args.resume, jobs=args.jobs,
+                                 overrides=_overrides(args), resume=args.resume, reference=args.reference or None,
+                                 jobs=args.jobs,
                                  on_result=_print_run)
     print(compare_markdown(report))
     out = Path(args.out)
@@ -180,12 +181,18 @@ def cmd_compare(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from avgzsl.reports import aggregate, load_results, markdown_table, per_seed_table
+    from avgzsl.reports import add_differences, aggregate, load_results, markdown_table, per_seed_table, row_name
 
     results = load_results(args.paths)
     if not results:
         raise FileNotFoundError(f"no results.json under {' '.join(args.paths)}")
-    print(markdown_table(aggregate(results, args.group_by)))
+    rows = aggregate(results, args.group_by)
+    if args.reference:
+        groups: dict[str, list[dict]] = {}
+        for r in results:
+            groups.setdefault(row_name(r, args.group_by), []).append(r)
+        add_differences(rows, groups, args.reference)
+    print(markdown_table(rows))
     if args.per_seed:
         print(per_seed_table(results, args.group_by))
     return 0
@@ -278,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", nargs="*", default=None,
                    help="methods added as rows at their own configs (default: the method's, DAAN: avca linear)")
     p.add_argument("--out", default="runs/ablation", help="output folder (one subfolder per row)")
+    p.add_argument("--reference", default=None,
+                   help="row that every other row is compared with, paired over seeds (default: the first variant)")
     _config_arg(p)
     _data_args(p)
     p.set_defaults(func=cmd_ablate)
@@ -296,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=methods, choices=methods, help="registered methods")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every method")
     p.add_argument("--out", default="runs/compare", help="output folder (one subfolder per method)")
+    p.add_argument("--reference", default="linear",
+                   help="method that every other is compared with, paired over seeds ('' for none)")
     _data_args(p)
     p.set_defaults(func=cmd_compare)
 
@@ -303,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="run directories or folders of runs")
     p.add_argument("--group-by", default="label", help="results.json field that names a row (label or method)")
     p.add_argument("--per-seed", action="store_true", help="also one row per run (seed, best epoch, beta, scores)")
+    p.add_argument("--reference", default=None,
+                   help="row that every other row is compared with, paired over seeds (95 %% interval)")
     p.set_defaults(func=cmd_table)
 
     p = add("ls", "list the registered methods and the feature kinds they take")

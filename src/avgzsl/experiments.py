@@ -316,17 +316,19 @@ def ablate(
     overrides: Overrides = None,
     config_file: str | Path | None = None,
     resume: bool = False,
+    reference: str | None = None,
     jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
 ) -> list[dict]:
     """The method's ablation variants (its `ablation_variants()`), and baseline methods, over seeds.
 
-    Writes out/ablation.md and out/ablation.json (mean ± std per row) and returns the aggregated rows.
+    Writes out/ablation.md and out/ablation.json (mean ± std per row, and each row's paired difference
+    to the `reference` row, default the first variant, with a 95 % interval) and returns the rows.
     `config_file` holds settings of `method`; baselines run at their own YAML config with `overrides`.
     """
     from avgzsl.methods import get_method
-    from avgzsl.reports import aggregate, markdown_table
+    from avgzsl.reports import add_differences, aggregate, markdown_table
 
     method_cls = get_method(method)
     declared = method_cls.ablation_variants()
@@ -337,6 +339,9 @@ def ablate(
     if unknown:  # before any training, not after hours of it
         raise ConfigError(f"unknown variant(s) {', '.join(unknown)} of {method}; known: {', '.join(declared)}")
     baselines = [b for b in (method_cls.ablation_baselines if baselines is None else baselines) if b]
+    reference = reference or names[0]
+    if reference not in names + baselines:
+        raise ConfigError(f"reference row {reference!r} is neither a variant nor a baseline of this ablation")
     out = Path(out)
     ov = _override_list(root, overrides)
     todo = []
@@ -346,7 +351,9 @@ def ablate(
         todo += _jobs(method, dataset, _with(ov, {"method": declared[n]}), config_file, seeds,
                       out / n.replace("+", "_"), n, True)
     results, _ = execute(todo, n_jobs=jobs, resume=resume, benchmarks=benchmarks, on_result=on_result)
+    groups = _group_results(todo, results)
     rows = aggregate([r for r in results if r is not None])
+    add_differences(rows, groups, reference)
     title = f"Ablation of {method} on {dataset} (test, mean ± std over seeds {' '.join(map(str, seeds))})"
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.md").write_text(markdown_table(rows, title=title))
@@ -407,6 +414,7 @@ def compare(
     overrides: Overrides = None,
     method_overrides: dict[str, Overrides] | None = None,
     resume: bool = False,
+    reference: str | None = "linear",
     jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
@@ -415,11 +423,13 @@ def compare(
 
     Writes out/compare.md (a DAAN-Table-I-style table: S / U / HM / ZSL mean ± std, minutes per run,
     seconds per epoch, the feature kind each method used) and out/compare.json, and returns the JSON's
-    content: {"rows": [...], "failed": [{"method", "reason"}], "seeds": [...], ...}. A method that cannot
-    run on the data (a feature kind it does not take, files missing for its kind, a run that fails) is
-    listed with the reason instead of stopping the others.
+    content: {"rows": [...], "failed": [{"method", "reason"}], "seeds": [...], ...}. Every row carries its
+    paired difference to the `reference` method (default: the linear reference, when it is compared) in
+    HM and ZSL with a 95 % interval over the seeds. A method that cannot run on the data (a feature kind it
+    does not take, files missing for its kind, a run that fails) is listed with the reason instead of
+    stopping the others.
     """
-    from avgzsl.reports import aggregate, compare_markdown
+    from avgzsl.reports import add_differences, aggregate, compare_markdown
 
     out = Path(out)
     ov = _override_list(root, overrides)
@@ -451,6 +461,8 @@ def compare(
         row["features"] = ("temporal" if cfg.data.temporal else "averaged") + f" ({cfg.data.feature_set})"
         row["per_epoch_seconds"] = _mean([r["seconds"]["per_epoch_stage1"] for r in groups[m]])
         rows.append(row)
+    if reference and groups.get(reference):
+        add_differences(rows, {m: groups[m] for m in configs}, reference)
     title = f"{dataset}: test, mean ± std over seeds {' '.join(map(str, seeds))}"
     report = {"title": title, "dataset": dataset, "seeds": list(seeds), "rows": rows, "failed": failed}
     out.mkdir(parents=True, exist_ok=True)

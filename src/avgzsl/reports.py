@@ -34,6 +34,58 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
+# Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (standard tables).
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042]
+
+
+def t_quantile_975(df: int) -> float:
+    """t_{0.975, df}: the table up to 30, a Cornish-Fisher expansion beyond (error < 1e-3)."""
+    if df < 1:
+        raise ValueError("a t interval needs at least 2 paired values")
+    if df <= 30:
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def paired_difference(runs: list[dict], reference: list[dict], metric: str = "HM") -> dict | None:
+    """Mean test difference (runs - reference) in `metric` over the seeds both have, with a 95 % t interval.
+
+    Seeds are the pairs: the same seed means the same data and the same batch-sampler draws. Returns
+    {"n", "mean", "low", "high", "excludes_zero", "seeds"}, or None with fewer than 2 common seeds.
+    """
+    by_seed = {r.get("seed"): float(r["test"][metric]) for r in reference}
+    pairs = [(r.get("seed"), float(r["test"][metric]) - by_seed[r.get("seed")]) for r in runs if r.get("seed") in by_seed]
+    if len(pairs) < 2:
+        return None
+    diffs = [d for _, d in sorted(pairs)]
+    mean, sd = mean_std(diffs)
+    half = t_quantile_975(len(diffs) - 1) * sd / math.sqrt(len(diffs))
+    return {"n": len(diffs), "mean": mean, "low": mean - half, "high": mean + half,
+            "excludes_zero": mean - half > 0 or mean + half < 0, "seeds": sorted(s for s, _ in pairs)}
+
+
+def fmt_difference(d: dict | None) -> str:
+    """`+1.23 [-0.40, +2.86]`, with `*` where the 95 % interval excludes 0; `n/a` without 2 paired seeds."""
+    if d is None:
+        return "n/a"
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (" *" if d["excludes_zero"] else "")
+
+
+def add_differences(rows: list[dict], groups: dict[str, list[dict]], reference: str,
+                    metrics: tuple[str, ...] = ("HM", "ZSL")) -> None:
+    """Give every row {"vs": {"reference": name, metric: paired_difference}} against the reference row."""
+    if reference not in groups:
+        raise ValueError(f"reference row {reference!r} is not among the rows: {', '.join(groups)}")
+    for row in rows:
+        if row["name"] == reference:
+            continue
+        row["vs"] = {"reference": reference, **{m: paired_difference(groups[row["name"]], groups[reference], m)
+                                                for m in metrics}}
+
+
 def row_name(result: dict, group_key: str = "label") -> str:
     """The table row a run belongs to: its `group_key` field (label), else its method name."""
     return str(result.get(group_key) or result.get("method"))
@@ -61,29 +113,57 @@ def fmt_mean_std(stat: tuple[float, float], n: int, digits: int = 2) -> str:
     return f"{stat[0]:.{digits}f}" if n < 2 else f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
 
 
+def _difference_header(rows: list[dict]) -> tuple[str, list[str]]:
+    ref = next((r["vs"]["reference"] for r in rows if "vs" in r), None)
+    if ref is None:
+        return "", []
+    metrics = [m for m in METRICS if any(m in r.get("vs", {}) for r in rows)]
+    return ref, metrics
+
+
+def _difference_cells(row: dict, metrics: list[str]) -> str:
+    if not metrics:
+        return ""
+    vs = row.get("vs")
+    return "".join(f" {fmt_difference(vs[m]) if vs else 'reference'} |" for m in metrics)
+
+
+def _difference_note(ref: str) -> str:
+    return (f"\nΔ: paired difference to `{ref}` over the seeds both rows have (mean [95 % t interval]); "
+            "`*`: the interval excludes 0.\n") if ref else ""
+
+
 def markdown_table(rows: list[dict], title: str | None = None) -> str:
-    """S / U / HM / ZSL as `mean ± std` in percent, one row per group."""
+    """S / U / HM / ZSL as `mean ± std` in percent, one row per group (and paired differences to a
+    reference row where `add_differences` gave them)."""
+    ref, metrics = _difference_header(rows)
     lines = [f"### {title}", ""] if title else []
-    lines.append("| model | seeds | S | U | HM | ZSL | best epoch | minutes / run |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("| model | seeds | S | U | HM | ZSL | best epoch | minutes / run |"
+                 + "".join(f" Δ{m} vs {ref} |" for m in metrics))
+    lines.append("|---|---|---|---|---|---|---|---|" + "---|" * len(metrics))
     for r in rows:
         cells = [fmt_mean_std(r[m], r["n"]) for m in METRICS]
         lines.append(
             f"| {r['name']} | {r['n']} | " + " | ".join(cells)
-            + f" | {r['best_epoch'][0]:.1f} | {r['seconds'][0] / 60:.1f} |"
+            + f" | {r['best_epoch'][0]:.1f} | {r['seconds'][0] / 60:.1f} |" + _difference_cells(r, metrics)
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _difference_note(ref)
 
 
 def compare_markdown(report: dict) -> str:
     """A DAAN-Table-I-style table of `experiments.compare`'s report, and the methods that could not run."""
+    ref, metrics = _difference_header(report["rows"])
     lines = [f"### {report['title']}", "",
-             "| method | features | seeds | S | U | HM | ZSL | best epoch | minutes / run | seconds / epoch |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | features | seeds | S | U | HM | ZSL | best epoch | minutes / run | seconds / epoch |"
+             + "".join(f" Δ{m} vs {ref} |" for m in metrics),
+             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(metrics)]
     for r in report["rows"]:
         cells = " | ".join(fmt_mean_std(r[m], r["n"]) for m in METRICS)
         lines.append(f"| {r['name']} | {r['features']} | {r['n']} | {cells} | {r['best_epoch'][0]:.1f} | "
-                     f"{r['seconds'][0] / 60:.2f} | {r['per_epoch_seconds']:.2f} |")
+                     f"{r['seconds'][0] / 60:.2f} | {r['per_epoch_seconds']:.2f} |" + _difference_cells(r, metrics))
+    note = _difference_note(ref)
+    if note:
+        lines.append(note.rstrip("\n"))
     if report.get("failed"):
         lines += ["", "Could not run:", ""]
         lines += [f"- {f['method']}: {f['reason']}" for f in report["failed"]]
