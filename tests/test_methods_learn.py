@@ -55,3 +55,15 @@ def test_method_learns_or_refuses_the_feature_kind(method, kind, benchmarks, tmp
     print(method, kind, res["test"])
     assert res["test"]["ZSL"] >= 2 * CHANCE_ZSL, res["test"]
     assert res["test"]["S"] >= 4 * CHANCE_S, res["test"]
+
+
+def test_daan_literal_qdma_loses_the_per_second_signal_that_the_default_keeps(benchmarks, tmp_path):
+    """The defect this test module was written for: daan.md's literal QDMA (the `daan_md` preset) on
+    per-second features. Its two softmax maps, weighted 1 and -beta with beta = 1.15, cancel what all time
+    steps share (the class) and pass their differences (noise); nothing else carries the content."""
+    overrides = {"train": SCHEDULE, "data": {"temporal": True}, "method": {"lr": 1e-3, "csgm": "off"}}
+    literal = run_protocol(build_config("daan", "UCF", overrides, "daan_md"), benchmarks["temporal"], tmp_path / "a")
+    default = run_protocol(build_config("daan", "UCF", overrides), benchmarks["temporal"], tmp_path / "b")
+    # the literal reading fails the learning criteria above, the default meets them
+    assert literal["test"]["ZSL"] < 2 * CHANCE_ZSL and literal["test"]["S"] < 4 * CHANCE_S, literal["test"]
+    assert default["test"]["ZSL"] >= 2 * CHANCE_ZSL and default["test"]["S"] >= 4 * CHANCE_S, default["test"]

@@ -85,13 +85,13 @@ class ToyMethod(Method):
 
 
 def make_separable_benchmark(temporal: bool = False, seed: int = 0, dim: int = 32, text_dim: int = 16,
-                             per_class: int = 16) -> Benchmark:
+                             per_class: int = 16, step_noise: float = 3.0) -> Benchmark:
     """An easily separable benchmark shaped like the real ones, for the learning test of every method.
 
     12 classes: 0-5 stage-1 train / val seen, 6-7 val unseen, 0-7 stage-2 train and test seen, 8-11 test
     unseen. Each modality's feature is a fixed random linear map of the class text plus a common offset
     (as real features have) and noise. Temporal samples have 3 to 8 steps whose *mean* is the video's
-    feature and whose steps add per-step noise as large as the class signal, so a method must pool time
+    feature and whose steps add per-step noise twice the class signal's scale, so a method must pool time
     steps (not read one step, nor the differences between steps) to do well.
     """
     g = torch.Generator().manual_seed(seed)
@@ -107,7 +107,7 @@ def make_separable_benchmark(temporal: bool = False, seed: int = 0, dim: int = 3
         offs = torch.zeros(len(labels) + 1, dtype=torch.long)
         offs[1:] = torch.cumsum(lengths, 0)
         owner = torch.repeat_interleave(torch.arange(len(labels)), lengths)
-        steps = 1.0 * torch.randn(int(offs[-1]), dim, generator=g)
+        steps = step_noise * torch.randn(int(offs[-1]), dim, generator=g)
         steps -= torch.zeros(len(labels), dim).index_add_(0, owner, steps)[owner] / lengths[owner, None]  # zero mean
         return Features(x[owner] + steps, offs)
 

@@ -189,6 +189,22 @@ def parse_overrides(items: list[str]) -> dict:
     return tree
 
 
+def presets() -> list[str]:
+    """Names of the packaged presets (configs/presets/<name>.yaml), usable as `--config <name>`."""
+    return sorted(p.stem for p in (CONFIG_DIR / "presets").glob("*.yaml"))
+
+
+def resolve_config_file(config_file: str | Path) -> Path:
+    """A YAML file's path, or a packaged preset's name (e.g. daan_md) turned into its path."""
+    path = Path(config_file)
+    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in str(config_file):
+        return path
+    preset = CONFIG_DIR / "presets" / f"{config_file}.yaml"
+    if preset.is_file():
+        return preset
+    raise ConfigError(f"config file not found: {config_file} (nor a packaged preset; presets: {', '.join(presets())})")
+
+
 def default_config_path(dataset: str, method: str) -> Path:
     return CONFIG_DIR / dataset / f"{method}.yaml"
 
@@ -222,7 +238,8 @@ def build_config(
     if path.exists():
         layers.append(_split_feature_sets(_load_yaml(path), path))
     if config_file is not None:
-        layers.append(_split_feature_sets(_load_yaml(Path(config_file)), config_file))
+        config_file = resolve_config_file(config_file)
+        layers.append(_split_feature_sets(_load_yaml(config_file), config_file))
     if overrides:
         layers.append((parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides), {}))
     flat: dict = {}

@@ -43,12 +43,20 @@ class DAANConfig(OptimConfig):
     attn_dim: int = 0  # [R] total width of V (2d per head); 0 = the token size
     beta: float = 1.15  # paper's w (UCF 1.15, ActivityNet 0.5, VGGSound 1.2); our reading of the damaged text
     beta_init: float = 0.2  # [R] refinement scale (1 - beta_init), Differential Transformer's first-layer value
+    # The defaults of the next three depart from daan.md's literal QDMA, which collapses (README, "The QDMA
+    # finding", and its temporal counterpart); `--config daan_md` restores the literal reading.
     # [R] how token outputs become one vector: "mean" (daan.md) or "flatten" (concatenate the chunk tokens;
-    # averaged features only). Mean pooling squeezes 512 input dims into one token width (64 at 8 chunks).
-    pool: Literal["mean", "flatten"] = "mean"
-    # [R] add each token to its normalised attention output (Differential Transformer's residual); off in
-    # daan.md. With pool=flatten it keeps the chunks apart: see the README's QDMA finding.
-    token_residual: bool = False
+    # averaged features only); auto: flatten for averaged features, mean over time steps for temporal ones.
+    # Mean pooling of chunk tokens superimposes the 8 chunks in one 64-d vector.
+    pool: Literal["auto", "mean", "flatten"] = "auto"
+    # [R] add each token to its normalised attention output (the Differential Transformer's residual,
+    # X + MultiHead(X)); daan.md has none. Without it nothing carries a token's own content past an attention
+    # whose two maps, weighted 1 and -beta (beta 1.15), sum to -0.15.
+    token_residual: bool = True
+    # [R] LayerNorm the tokens before the attention (the Differential Transformer's pre-LN); daan.md has none.
+    # None (auto): on for temporal features, where per-step features carry a large common offset, off for
+    # averaged ones (not measured there).
+    qdma_prenorm: bool | None = None
     qdma_norm: Literal["group", "none"] = "group"  # [R] group (daan.md: per-head GroupNorm of each token) | none (to ablate it)
     pos_emb: Literal["auto", "learned", "sinusoidal", "none"] = "auto"  # [R] auto | learned | sinusoidal | none (auto: learned chunks, sinusoidal time steps)
     use_tcn: bool = True
@@ -214,8 +222,10 @@ class DAAN(Method):
             in_dim, cfg.hidden_dim, temporal=temporal, n_tokens=cfg.n_tokens, beta=cfg.beta, beta_init=cfg.beta_init,
             heads=cfg.heads, attn_dim=cfg.attn_dim, pos_emb=cfg.pos_emb, dropout=cfg.embedding_dropout,
             momentum=cfg.momentum, use_tcn=cfg.use_tcn, tcn_layers=cfg.tcn_layers, tcn_kernel=cfg.tcn_kernel,
-            tcn_input=cfg.tcn_input, tcn_steps=cfg.tcn_steps, pool=cfg.pool,
+            tcn_input=cfg.tcn_input, tcn_steps=cfg.tcn_steps,
+            pool=("mean" if temporal else "flatten") if cfg.pool == "auto" else cfg.pool,
             token_residual=cfg.token_residual, norm=cfg.qdma_norm,
+            prenorm=temporal if cfg.qdma_prenorm is None else cfg.qdma_prenorm,
         )
 
     # --- forward pieces -----------------------------------------------------------------------------

@@ -143,6 +143,8 @@ class QDMA(nn.Module):
             Transformer layer, X + MultiHead(X)); off in daan.md. Without it every token's output is a
             mixture of the same projected chunks, so chunk identity is lost (README, QDMA finding).
         norm: "group" (per-head GroupNorm of each token's output, daan.md) or "none" (for ablating it).
+        prenorm: LayerNorm the tokens before the attention (the Differential Transformer's pre-LN,
+            X + MultiHead(LN(X)) with token_residual); off in daan.md, whose unit reads raw features.
     """
 
     part_names = ("attn", "tcn")
@@ -151,7 +153,7 @@ class QDMA(nn.Module):
                  beta_init: float = 0.2, heads: int = 4, attn_dim: int = 0, pos_emb: str = "auto",
                  dropout: float = 0.0, momentum: float = 0.1, use_tcn: bool = True, tcn_layers: int = 2,
                  tcn_kernel: int = 3, tcn_input: str = "reshape", tcn_steps: int = 8, pool: str = "mean",
-                 token_residual: bool = False, norm: str = "group"):
+                 token_residual: bool = False, norm: str = "group", prenorm: bool = False):
         super().__init__()
         self.temporal = temporal
         if temporal:
@@ -172,6 +174,7 @@ class QDMA(nn.Module):
         if token_residual and attn_dim != token_dim:
             raise ValueError(f"token_residual needs attn_dim == token size ({token_dim}), got attn_dim = {attn_dim}")
         self.token_residual = token_residual
+        self.prenorm = nn.LayerNorm(token_dim) if prenorm else nn.Identity()
         self.attn = DifferentialAttention(token_dim, attn_dim, heads, beta)
         if norm not in ("group", "none"):
             raise ValueError(f"norm must be 'group' or 'none', got {norm!r}")
@@ -202,7 +205,8 @@ class QDMA(nn.Module):
     def part_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Parameters of each CSGM part: "attn" (tokens' positions, attention, refinement) and "tcn"."""
         attn = [p for p in (self.pos,) if p is not None]
-        attn += [*self.attn.parameters(), *self.norm.parameters(), *self.refine.parameters()]
+        attn += [*self.prenorm.parameters(), *self.attn.parameters(), *self.norm.parameters(),
+                 *self.refine.parameters()]
         parts = {"attn": attn}
         if self.use_tcn:
             parts["tcn"] = [*self.tcn.parameters(), *self.tcn_out.parameters()]
@@ -230,7 +234,7 @@ class QDMA(nn.Module):
         elif self.pos_kind == "sinusoidal":
             tok = tok + sinusoidal(tok.shape[1], tok.shape[2], tok.device, tok.dtype)
         b, t, _ = tok.shape
-        o = self.attn(tok, mask).reshape(b * t, -1)
+        o = self.attn(self.prenorm(tok), mask).reshape(b * t, -1)
         o = self.norm(o).view(b, t, -1)
         if self.token_residual:
             o = o + tok
