@@ -14,23 +14,24 @@ from avgzsl.protocol import run_protocol
 from toybench import make_benchmark, make_separable_benchmark
 
 
-def _numpy_ridge(x, y, lam):
+def _numpy_ridge(x, y, lam, intercept):
     mu, sd = x.mean(0), x.std(0, ddof=1)
     z = (x - mu) / sd
-    z0, y0 = z.mean(0), y.mean(0)
+    z0, y0 = (z.mean(0), y.mean(0)) if intercept else (np.zeros(z.shape[1]), np.zeros(y.shape[1]))
     w = np.linalg.solve((z - z0).T @ (z - z0) + lam * len(x) * np.eye(x.shape[1]), (z - z0).T @ (y - y0))
     return mu, sd, w, y0 - z0 @ w
 
 
-@pytest.mark.parametrize("lam", [0.01, 1.0])
-def test_fit_equals_the_ridge_solution(lam):
+@pytest.mark.parametrize("lam,intercept", [(0.01, False), (1.0, False), (0.01, True)])
+def test_fit_equals_the_ridge_solution(lam, intercept):
     bench = make_benchmark(dim=6, text_dim=4)
     samples = bench.phases["stage1_train"].samples
-    method = Linear(LinearConfig(lambdas=[lam]), DataDims(6, 6, 4))
+    method = Linear(LinearConfig(lambdas=[lam], intercept=intercept), DataDims(6, 6, 4))
     assert method.fit(samples, bench.text, 1) == {"lambda": lam}
     x = torch.cat([samples.video.values, samples.audio.values], 1).double().numpy()
     y = bench.text[samples.labels].double().numpy()
-    mu, sd, w, b = _numpy_ridge(x, y, lam)
+    mu, sd, w, b = _numpy_ridge(x, y, lam, intercept)
+    assert np.any(b != 0) == intercept
     np.testing.assert_allclose(method.weight.numpy(), w, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(method.bias.numpy(), b, rtol=1e-4, atol=1e-6)
     batch = samples.batch(torch.arange(5))
