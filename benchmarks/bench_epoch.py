@@ -1,9 +1,15 @@
 """Speed of the protocol runner for one method: seconds per epoch, step vs bare step, evaluation, memory.
 
     python benchmarks/bench_epoch.py --method avca [--source ../shared/benchmarks/UCF] [--batches 500] [key=value ...]
+    python benchmarks/bench_epoch.py --method tcaf --root data/synth/UCF --batches 300 --steps 30
+        --json docs/bench_epoch_tcaf.json train.num_threads=1        (one command line)
+
+- features: averaged or temporal as the method's config says (data.temporal, e.g. configs/UCF/tcaf.yaml);
+  `--temporal` forces per-time-step features. A generated benchmark holds the kind the run reads.
 
 - epoch: one stage-1 epoch through the real runner (`train_stage`): n_batches class-balanced batches
-  with negatives, then scoring of the stage-1 val split over the beta grid (what the protocol does).
+  (with negatives for methods that take them), then scoring of the stage-1 val split over the beta
+  grid (what the protocol does).
 - step vs bare step: the runner's per-batch cost (sampling by indexing + `optimization_step` +
   loss bookkeeping) against a bare forward/backward/Adam step of the same model on batches that
   are already in memory, medians of interleaved rounds. The ratio is the runner's overhead.
@@ -79,6 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50, help="steps per round of the step-vs-bare comparison")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--temporal", action="store_true", help="per-time-step features (data.temporal=true)")
     p.add_argument("--json", default=None, help="also write the numbers here")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
@@ -86,16 +93,18 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     tmp = tempfile.TemporaryDirectory()
+    overrides = [f"train.n_batches={args.batches}", "train.progress=false", "train.save_checkpoints=none"]
+    overrides += ["data.temporal=true"] if args.temporal else []
+    cfg = build_config(args.method, args.dataset, overrides + args.overrides)
     root = args.root
     if root is None:
         source = args.source if Path(args.source).is_dir() else None
-        root = generate_benchmark(Path(tmp.name) / "data", source=source, scale=1.0, seed=0, temporal=False,
-                                  progress=False)
-    cfg = build_config(args.method, args.dataset,
-                       [f"data.root={root}", f"train.n_batches={args.batches}", "train.progress=false",
-                        "train.save_checkpoints=none"] + args.overrides)
-    if root != args.root:
+        root = generate_benchmark(Path(tmp.name) / "data", source=source, scale=1.0, seed=0,
+                                  temporal=cfg.data.temporal, progress=False)
         cfg.data.dataset = Path(root).name
+    cfg.data.root = str(root)
+    if cfg.train.num_threads and not args.threads:
+        torch.set_num_threads(cfg.train.num_threads)  # train.num_threads=N works as --threads N
     t0 = time.perf_counter()
     bench = load_benchmark(cfg.data, progress=False)
     load_s = time.perf_counter() - t0
@@ -109,7 +118,8 @@ def main(argv=None) -> int:
 
     out = {
         "method": args.method,
-        "data": f"{bench.name} synthetic, scale 1: {len(bench.phases['stage1_train'].samples)} stage-1 train, "
+        "data": f"{bench.name} synthetic, scale 1, {'temporal' if bench.temporal else 'averaged'} features: "
+                f"{len(bench.phases['stage1_train'].samples)} stage-1 train, "
                 f"{len(bench.phases['stage1_val'].samples)} val, {len(bench.phases['test'].samples)} test samples",
         "batches_per_epoch": cfg.train.n_batches,
         "batch_size": cfg.train.batch_size,

@@ -27,7 +27,7 @@ def averaged_root(tmp_path_factory):
 
 
 def test_a_wrong_choice_names_the_key_and_the_allowed_values():
-    with pytest.raises(ConfigError, match=r"method.pool must be one of 'mean', 'flatten'; got 'flat'"):
+    with pytest.raises(ConfigError, match=r"method.pool must be one of 'auto', 'mean', 'flatten'; got 'flat'"):
         build_config("daan", "UCF", ["method.pool=flat"])
     with pytest.raises(ConfigError, match=r"train.stage2_lr must be one of 'replay', 'reference'"):
         build_config("avca", "UCF", ["train.stage2_lr=replai"])
