@@ -115,10 +115,10 @@ def test_compare_reports_a_run_that_fails_and_finishes_the_others(tmp_path, aver
 
     real = ex._run_job
 
-    def flaky(job, store=None):
+    def flaky(job, store=None, resume=False):
         if job.cfg.method_name == "toy" and job.cfg.seed == 1:
             raise RuntimeError("worker lost")
-        return real(job, store)
+        return real(job, store, resume)
 
     monkeypatch.setattr(ex, "_run_job", flaky)
     report = avgzsl.compare(["linear", "toy"], "UCF", averaged_root, seeds=[0, 1], out=tmp_path,

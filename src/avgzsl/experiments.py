@@ -99,22 +99,36 @@ def config_differences(a: dict, b: dict, ignore: Iterable[str] = RESUME_IGNORES)
     return sorted(k for k in fa.keys() | fb.keys() if k not in set(ignore) and fa.get(k) != fb.get(k))
 
 
-def finished_run(run_dir: Path, cfg: RunConfig) -> dict | None:
-    """results.json of a finished run in run_dir made with the same config, else None.
+def plan_run(run_dir: Path, cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> str:
+    """What to do with a run directory: "fresh" (start the run), "reuse" (a finished run with this config),
+    or "continue" (an unfinished run with this config, from its last saved epoch).
 
-    A finished run with another config is an error (ConfigError naming the differing keys), never
-    silently mixed into a table.
+    A folder that holds a run is never written over silently: without `resume` or `overwrite` that is an
+    error naming the folder and what it holds, and with `resume` a run made with another config is an error
+    naming the differing keys (never mixed into a table). `overwrite` starts the run again from scratch.
     """
     from avgzsl.runs import RunDir
 
     run = RunDir(run_dir, create=False)
-    if not run.results_file.exists():
-        return None
+    if not run.holds_run() or overwrite:
+        return "fresh"
+    if not resume:
+        raise FileExistsError(f"{run_dir} holds {run.describe()}; pass --resume to continue or reuse it, or "
+                              f"--overwrite to start it again (or choose another --out)")
+    if not run.config_file.exists():  # killed before its config was written: nothing to continue
+        return "fresh"
     differ = config_differences(load_yaml_text(run.config_file.read_text()), cfg.to_dict())
     if differ:
-        raise ConfigError(f"{run_dir} holds a finished run with another config (differs in {', '.join(differ)}); "
-                          f"choose another --out")
-    return json.loads(run.results_file.read_text())
+        raise ConfigError(f"{run_dir} holds {run.describe()} made with another config (differs in "
+                          f"{', '.join(differ)}); choose another --out, or --overwrite it")
+    return "reuse" if run.results_file.exists() else "continue"
+
+
+def finished_run(run_dir: Path, cfg: RunConfig) -> dict | None:
+    """results.json of a finished run in run_dir made with the same config, else None (see `plan_run`)."""
+    if plan_run(run_dir, cfg, resume=True) != "reuse":
+        return None
+    return json.loads((Path(run_dir) / "results.json").read_text())
 
 
 # --- jobs: one protocol run each, executed here or by worker processes ------------------------------------
@@ -150,14 +164,14 @@ def _jobs(method: str, dataset: str, overrides: list[str] | dict, config_file: s
 _WORKER_STORE: BenchmarkStore | None = None  # a worker process's benchmarks, loaded once per process
 
 
-def _run_job(job: RunJob, store: BenchmarkStore | None = None) -> dict:
+def _run_job(job: RunJob, store: BenchmarkStore | None = None, resume: bool = False) -> dict:
     from avgzsl.protocol import run_protocol
 
     global _WORKER_STORE
     if store is None:
         _WORKER_STORE = _WORKER_STORE or BenchmarkStore()
         store = _WORKER_STORE
-    res = run_protocol(job.cfg, store.get(job.cfg), job.run_dir, label=job.label)
+    res = run_protocol(job.cfg, store.get(job.cfg), job.run_dir, label=job.label, resume=resume)
     res.setdefault("run_dir", str(job.run_dir))
     return res
 
@@ -173,11 +187,15 @@ def execute(
     *,
     n_jobs: int = 1,
     resume: bool = False,
+    overwrite: bool = False,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
     keep_going: bool = False,
 ) -> tuple[list[dict | None], list[JobFailure]]:
-    """Run `jobs` (finished ones reused with `resume`), n_jobs at a time; results in job order.
+    """Run `jobs`, n_jobs at a time; results in job order.
+
+    Every run directory is checked first (`plan_run`), before anything trains: with `resume` finished runs
+    are reused and unfinished ones continue from their last epoch; `overwrite` starts them again.
 
     With n_jobs > 1 every run is a worker process of its own pool (spawned: torch and fork do not mix),
     each worker loads a benchmark once for all the runs it gets, and the cores are split between the
@@ -186,11 +204,14 @@ def execute(
     A run that raises is returned as a JobFailure when keep_going, else re-raised once the others finished.
     """
     results: list[dict | None] = [None] * len(jobs)
+    if len({j.run_dir.resolve() for j in jobs}) < len(jobs):
+        raise ConfigError("two runs of this experiment would share one run directory")
+    plans = [plan_run(job.run_dir, job.cfg, resume, overwrite) for job in jobs]  # all checked before any runs
     todo = []
-    for i, job in enumerate(jobs):
-        res = finished_run(job.run_dir, job.cfg) if resume else None
-        if res is not None:
+    for i, (job, plan) in enumerate(zip(jobs, plans)):
+        if plan == "reuse":
             LOG.info("reusing the finished run %s", job.run_dir)
+            res = json.loads((job.run_dir / "results.json").read_text())
             res.setdefault("run_dir", str(job.run_dir))
             results[i] = res
             if on_result is not None:
@@ -202,7 +223,7 @@ def execute(
         store = benchmarks or BenchmarkStore()
         for i in todo:
             try:
-                results[i] = _run_job(jobs[i], store)
+                results[i] = _run_job(jobs[i], store, plans[i] == "continue")
             except (ValueError, FileNotFoundError, RuntimeError) as exc:
                 if not keep_going:
                     raise
@@ -224,7 +245,7 @@ def execute(
         jobs[i].cfg.train.progress = False  # one combined display below, not n_jobs tangled bars
     errors: list[tuple[int, BaseException]] = []
     with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_run_job, jobs[i]): i for i in todo}
+        futures = {pool.submit(_run_job, jobs[i], None, plans[i] == "continue"): i for i in todo}
         bar = tqdm(total=len(todo), desc=f"runs ({n_jobs} at a time)", unit="run")
         for fut in as_completed(futures):
             i = futures[fut]
@@ -270,6 +291,7 @@ def run(
     config_file: str | Path | None = None,
     label: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     seed_dirs: bool | None = None,
     jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
@@ -285,7 +307,10 @@ def run(
             else out itself. Default out: runs/<method>-<dataset>-<time>.
         overrides: ["section.key=value", ...] or a nested dict, applied over the YAML and config_file.
         label: the row name of these runs in tables (default: the method name).
-        resume: reuse a seed's finished run made with the same config instead of training it again.
+        resume: reuse a seed's finished run made with the same config, or continue its unfinished one from
+            its last epoch; a run made with another config is an error.
+        overwrite: start the seeds' runs again even where their folders hold runs (without resume or
+            overwrite, a folder holding a run is an error).
         jobs: runs at once, in worker processes that share the cores (see `execute`).
         benchmarks: share loaded benchmarks with other calls (one load for many runs).
         on_result: called with each run's results as soon as it finishes.
@@ -299,7 +324,7 @@ def run(
     out = Path(out) if out is not None else Path(f"runs/{method}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     per_seed = len(seeds) > 1 if seed_dirs is None else seed_dirs
     todo = _jobs(method, dataset, _override_list(root, overrides), config_file, seeds, out, label, per_seed)
-    results, _ = execute(todo, n_jobs=jobs, resume=resume, benchmarks=benchmarks, on_result=on_result)
+    results, _ = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=benchmarks, on_result=on_result)
     return results
 
 
@@ -316,6 +341,7 @@ def ablate(
     overrides: Overrides = None,
     config_file: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     reference: str | None = None,
     jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
@@ -350,7 +376,7 @@ def ablate(
     for n in names:
         todo += _jobs(method, dataset, _with(ov, {"method": declared[n]}), config_file, seeds,
                       out / n.replace("+", "_"), n, True)
-    results, _ = execute(todo, n_jobs=jobs, resume=resume, benchmarks=benchmarks, on_result=on_result)
+    results, _ = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=benchmarks, on_result=on_result)
     groups = _group_results(todo, results)
     rows = aggregate([r for r in results if r is not None])
     add_differences(rows, groups, reference)
@@ -374,6 +400,7 @@ def sweep(
     overrides: Overrides = None,
     config_file: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
@@ -391,7 +418,7 @@ def sweep(
     for t in texts:
         todo += _jobs(method, dataset, _with(ov, parse_overrides([f"{key}={t}"])), config_file, seeds,
                       out / f"{key}={t}", f"{key}={t}", True)
-    results, _ = execute(todo, n_jobs=jobs, resume=resume, benchmarks=benchmarks, on_result=on_result)
+    results, _ = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=benchmarks, on_result=on_result)
     groups = _group_results(todo, results)
     rows = []
     for t in texts:
@@ -414,6 +441,7 @@ def compare(
     overrides: Overrides = None,
     method_overrides: dict[str, Overrides] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     reference: str | None = "linear",
     jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
@@ -448,7 +476,7 @@ def compare(
             continue
         configs[m] = method_jobs[0].cfg
         todo += method_jobs
-    results, failures = execute(todo, n_jobs=jobs, resume=resume, benchmarks=store, on_result=on_result,
+    results, failures = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=store, on_result=on_result,
                                 keep_going=True)
     failed += [{"method": f.job.group, "run": str(f.job.run_dir), "reason": f.error} for f in failures]
     groups = _group_results(todo, results)

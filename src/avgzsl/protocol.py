@@ -12,7 +12,9 @@ Read it top to bottom: `run_protocol` calls `train_stage` twice and `score_phase
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from avgzsl.data.sampling import BalancedBatchSampler
 from avgzsl.data.types import Benchmark, Phase
 from avgzsl.evaluation import GZSLScores, beta_grid, gzsl_scores
 from avgzsl.methods import DataDims, Method, get_method
-from avgzsl.methods.layers import seed_dropout
+from avgzsl.methods.layers import dropout_rng_state, seed_dropout, set_dropout_rng_state
 from avgzsl.runs import RunDir
 
 LOG = logging.getLogger("avgzsl")
@@ -82,8 +84,14 @@ class StageResult:
 
 def train_stage(
     stage: int, bench: Benchmark, cfg: RunConfig, run: RunDir, epochs: int, replay_lrs: list[float] | None = None,
+    resume_state: dict | None = None, carry: dict | None = None,
 ) -> StageResult:
-    """Train one stage from scratch. Stage 1 validates every epoch; stage 2 only trains."""
+    """Train one stage from scratch (or, with `resume_state`, from the end of the epoch it was saved at).
+
+    Stage 1 validates every epoch; stage 2 only trains. After every epoch the whole training state (model,
+    optimiser, scheduler, every random stream, bookkeeping, and `carry`: what a later stage needs of an
+    earlier one) is saved atomically, so a killed run continues bit for bit.
+    """
     t_start = time.perf_counter()
     generator = seed_everything(cfg.seed)
     train_phase = bench.phases["stage1_train" if stage == 1 else "stage2_train"]
@@ -99,8 +107,13 @@ def train_stage(
     )
     result = StageResult(method, optimizer)
     checkpoint_all = cfg.train.save_checkpoints == "all"
+    first = 1
+    if resume_state is not None:
+        first = _restore_state(resume_state, method, optimizer, scheduler, generator, result) + 1
+        t_start -= result.seconds  # the stage's time so far counts
 
-    epoch_bar = tqdm(range(1, epochs + 1), desc=f"stage {stage}", unit="epoch", disable=not cfg.train.progress)
+    epoch_bar = tqdm(range(first, epochs + 1), desc=f"stage {stage}", unit="epoch", initial=first - 1,
+                     total=epochs, disable=not cfg.train.progress)
     for epoch in epoch_bar:
         row = {"stage": stage, "epoch": epoch}
         if optimizer is not None:
@@ -140,10 +153,74 @@ def train_stage(
             run.save_checkpoint(f"stage{stage}_epoch{epoch}", _checkpoint(method, optimizer, cfg, stage, epoch))
         run.log_metrics(row)
         result.history.append(row)
+        result.seconds = time.perf_counter() - t_start
+        _kill_point(stage, epoch, "before-state")
+        run.save_state(_training_state(stage, epoch, method, optimizer, scheduler, generator, result, carry))
+        _kill_point(stage, epoch, "after-state")
         LOG.info("stage %d epoch %d: %s", stage, epoch, {k: v for k, v in row.items() if k not in ("stage", "epoch")})
 
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _kill_point(stage: int, epoch: int, where: str) -> None:
+    """Test hook: with AVGZSL_KILL_AT="<stage>:<epoch>[:before-state]" the process SIGKILLs itself there
+    (after saving that epoch's state by default), so tests can kill a real run at an exact point."""
+    at = os.environ.get("AVGZSL_KILL_AT")
+    if at and at.split(":")[:2] == [str(stage), str(epoch)] and (at.split(":") + ["after-state"])[2] == where:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _training_state(stage: int, epoch: int, method: Method, optimizer, scheduler, generator: torch.Generator,
+                    result: StageResult, carry: dict | None) -> dict:
+    """Everything a resumed run needs to continue after `epoch` exactly as an uninterrupted one."""
+    np_state = np.random.get_state()
+    return {
+        "stage": stage, "epoch": epoch,
+        "model": method.state_dict(),
+        "method_state": method.training_state(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "rng": {
+            "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+            "torch": torch.get_rng_state(),
+            "sampler": generator.get_state(),
+            "dropout": dropout_rng_state(),
+        },
+        "result": {"history": result.history, "best_epoch": result.best_epoch, "lrs": result.lrs,
+                   "best_val": None if result.best_val is None else result.best_val.to_dict(with_grid=True),
+                   "seconds": result.seconds},
+        "carry": carry or {},
+    }
+
+
+def _restore_state(state: dict, method: Method, optimizer, scheduler, generator: torch.Generator,
+                   result: StageResult) -> int:
+    """Load a saved training state into a freshly built stage; returns the epoch it was saved at."""
+    method.load_state_dict(state["model"])
+    method.load_training_state(state["method_state"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    random.setstate(_tuples(rng["python"]))
+    kind, keys, *rest = rng["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(rng["torch"])
+    generator.set_state(rng["sampler"])
+    set_dropout_rng_state(rng["dropout"])
+    saved = state["result"]
+    result.history, result.best_epoch, result.lrs = list(saved["history"]), saved["best_epoch"], list(saved["lrs"])
+    result.best_val = None if saved["best_val"] is None else GZSLScores(**saved["best_val"])
+    result.seconds = saved["seconds"]
+    return int(state["epoch"])
+
+
+def _tuples(x):
+    """random.setstate wants the tuples that a save may have turned into lists."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def _train_batches(method: Method, sampler: BalancedBatchSampler, optimizer, cfg: RunConfig, epoch: int) -> dict:
@@ -168,33 +245,50 @@ def _checkpoint(method: Method, optimizer, cfg: RunConfig, stage: int, epoch: in
     }
 
 
-def run_protocol(cfg: RunConfig, bench: Benchmark, output_dir: str | Path, label: str | None = None) -> dict:
-    """Stage 1 -> stage 2 -> test. Writes the run directory and returns results.json's content."""
+def run_protocol(cfg: RunConfig, bench: Benchmark, output_dir: str | Path, label: str | None = None,
+                 resume: bool = False) -> dict:
+    """Stage 1 -> stage 2 -> test. Writes the run directory and returns results.json's content.
+
+    resume: continue the unfinished run in output_dir from its last saved epoch (same config: the caller
+    checks: `experiments.plan_run`), appending to its log and metrics; without a saved state it starts
+    from scratch. Without resume, the folder is started afresh.
+    """
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     run = RunDir(output_dir)
-    run.start()
+    state = run.load_state() if resume else None
+    run.start(fresh=state is None)
     try:
-        save_config(cfg, run.config_file)
+        if state is None:
+            save_config(cfg, run.config_file)
+        else:
+            run.truncate_metrics(state["stage"], state["epoch"])
+            LOG.info("resuming %s after stage %d epoch %d", run.path, state["stage"], state["epoch"])
         LOG.info("run %s: method %s on %s, seed %d", run.path, cfg.method_name, bench.name, cfg.seed)
-        t0 = time.perf_counter()
 
         epochs = get_method(cfg.method_name).stage_epochs(cfg)
-        stage1 = train_stage(1, bench, cfg, run, epochs)
+        if state is not None and state["stage"] == 2:
+            s1 = state["carry"]["stage1"]
+            stage1 = StageResult(None, None, best_epoch=s1["best_epoch"], best_val=GZSLScores(**s1["best_val"]),
+                                 lrs=list(s1["lrs"]), seconds=s1["seconds"])
+        else:
+            stage1 = train_stage(1, bench, cfg, run, epochs, resume_state=state)
+            state = None
         if stage1.best_val is None:
             raise RuntimeError("stage 1 produced no validation score (epochs must be >= 1)")
         best_epoch, beta = stage1.best_epoch, stage1.best_val.beta
         LOG.info("stage 1 best epoch %d, val %s", best_epoch, stage1.best_val.to_dict())
 
         replay = stage1.lrs[:best_epoch] if cfg.train.stage2_lr == "replay" else None
-        stage2 = train_stage(2, bench, cfg, run, best_epoch, replay_lrs=replay)
+        carry = {"stage1": {"best_epoch": best_epoch, "best_val": stage1.best_val.to_dict(with_grid=True),
+                            "lrs": stage1.lrs, "seconds": stage1.seconds}}
+        stage2 = train_stage(2, bench, cfg, run, best_epoch, replay_lrs=replay, resume_state=state, carry=carry)
         if cfg.train.save_checkpoints != "none":
             run.save_checkpoint("stage2_test", _checkpoint(stage2.method, stage2.optimizer, cfg, 2, best_epoch))
 
         t1 = time.perf_counter()
         test = score_phase(stage2.method, bench.phases["test"], bench, cfg, betas=torch.tensor([beta], dtype=torch.float64))
         test_seconds = time.perf_counter() - t1
-        total = time.perf_counter() - t0
 
         results = {
             "method": cfg.method_name,
@@ -209,13 +303,14 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, output_dir: str | Path, label
                 "stage1": round(stage1.seconds, 3),
                 "stage2": round(stage2.seconds, 3),
                 "test": round(test_seconds, 3),
-                "total": round(total, 3),
+                "total": round(stage1.seconds + stage2.seconds + test_seconds, 3),
                 "per_epoch_stage1": round(stage1.seconds / max(1, epochs), 3),
                 "per_epoch_stage2": round(stage2.seconds / max(1, best_epoch), 3),
             },
             "data": {k: v for k, v in bench.info.items() if isinstance(v, (str, int, float, bool))},
         }
         run.write_results(results)
+        run.clear_state()  # only an unfinished run needs it
         LOG.info("test: %s (beta %.2f, epoch %d)", results["test"], beta, best_epoch)
         return results
     finally:

@@ -4,7 +4,12 @@
     <run_dir>/metrics.jsonl      one JSON object per epoch and stage
     <run_dir>/log.txt            the run's log
     <run_dir>/checkpoints/       stage1_best.pt, stage2_test.pt (and stage{1,2}_epoch{N}.pt with "all")
+    <run_dir>/checkpoints/state.pt   the training state after the last finished epoch, while the run is
+                                 unfinished (what `--resume` continues from); removed when the run finishes
     <run_dir>/results.json       final scores; written last, so its presence means the run finished
+
+A folder that holds a run is never written over silently: continuing it needs resume, starting it again
+needs overwrite (the policy: `avgzsl.experiments.plan_run`).
 """
 
 from __future__ import annotations
@@ -72,11 +77,40 @@ class RunDir:
         self.log_file = self.path / "log.txt"
         self._handler: logging.Handler | None = None
 
-    def start(self) -> None:
-        """Begin a fresh run here: clear files of an earlier, possibly killed, run and open the log."""
-        for stale in (self.metrics_file, self.results_file):
-            stale.unlink(missing_ok=True)
-        self._handler = logging.FileHandler(self.log_file, mode="w")
+    # --- what the folder holds -----------------------------------------------------------------------
+    def holds_run(self) -> bool:
+        return any(p.exists() for p in (self.config_file, self.metrics_file, self.results_file, self.checkpoints))
+
+    @property
+    def state_file(self) -> Path:
+        return self.checkpoints / "state.pt"
+
+    def describe(self) -> str:
+        """What the folder holds, in words (for error messages)."""
+        if self.results_file.exists():
+            try:
+                res = self.read_results()
+                return (f"a finished run ({res.get('method')}, seed {res.get('seed')}, "
+                        f"test HM {float(res['test']['HM']):.2f})")
+            except (OSError, ValueError, KeyError, TypeError):
+                return "a finished run"
+        rows = self.read_metrics()
+        if rows:
+            return f"an unfinished run (last finished epoch: stage {rows[-1].get('stage')} epoch {rows[-1].get('epoch')})"
+        return "an unfinished run (no epoch finished)"
+
+    # --- life cycle ---------------------------------------------------------------------------------
+    def start(self, fresh: bool = True) -> None:
+        """Open the run's log. fresh: remove every file of an earlier run here first (the caller checked that
+        this is allowed: an empty folder, or overwrite); else continue it, appending to its log."""
+        if fresh:
+            for stale in (self.metrics_file, self.results_file, self.log_file, self.config_file):
+                stale.unlink(missing_ok=True)
+            if self.checkpoints.is_dir():
+                for f in self.checkpoints.iterdir():
+                    if f.is_file() and (f.suffix == ".pt" or f.name.endswith(".tmp")):
+                        f.unlink()
+        self._handler = logging.FileHandler(self.log_file, mode="w" if fresh else "a")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger("avgzsl").addHandler(self._handler)
         logging.getLogger("avgzsl").setLevel(logging.INFO)
@@ -95,6 +129,23 @@ class RunDir:
 
     def read_metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_file)
+
+    def truncate_metrics(self, stage: int, epoch: int) -> None:
+        """Keep the rows up to (stage, epoch): a run killed after logging an epoch but before saving its
+        training state logged a row that the resumed run will log again."""
+        rows = [r for r in self.read_metrics() if (r.get("stage", 0), r.get("epoch", 0)) <= (stage, epoch)]
+        atomic_write_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def save_state(self, state: dict) -> None:
+        atomic_torch_save(self.state_file, state)
+
+    def load_state(self) -> dict | None:
+        if not self.state_file.exists():
+            return None
+        return torch.load(self.state_file, map_location="cpu", weights_only=True)
+
+    def clear_state(self) -> None:
+        self.state_file.unlink(missing_ok=True)
 
     def save_checkpoint(self, name: str, state: dict) -> Path:
         path = self.checkpoints / f"{name}.pt"

@@ -79,6 +79,11 @@ class Method(nn.Module):
         """
         return {}
 
+    @classmethod
+    def default_class_embeddings(cls, cfg: Any) -> str:
+        """data.class_embeddings ("text" or "ceo") for a RunConfig that leaves it unset (EZ-AVGZL: "ceo")."""
+        return "text"
+
     def __init__(self, cfg: Any, dims: DataDims):
         super().__init__()
         self.cfg = cfg
@@ -116,6 +121,15 @@ class Method(nn.Module):
         terms["loss"].backward()
         optimizer.step()
         return {k: v.detach() for k, v in terms.items()}
+
+    def training_state(self) -> dict:
+        """State a method carries from one training step to the next outside its parameters and buffers
+        (DAAN: CSGM's V_o of the previous step), saved with each epoch's training state so that a resumed
+        run continues exactly. Tensors, numbers, lists and dicts only."""
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restore what `training_state` returned."""
 
     def epoch_diagnostics(self) -> dict[str, float]:
         """Extra per-epoch numbers for the run's metrics (and reset of their accumulators)."""

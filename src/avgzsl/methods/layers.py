@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["EmbeddingNet", "FastDropout", "TokenTransformer", "seed_dropout", "triplet", "mse_terms"]
+__all__ = ["EmbeddingNet", "FastDropout", "TokenTransformer", "dropout_rng_state", "mse_terms", "seed_dropout",
+           "set_dropout_rng_state", "triplet"]
 
 # PCG64 stream for dropout masks; re-seeded by avgzsl.protocol.seed_everything for reproducible runs.
 _DROPOUT_RNG = np.random.default_rng(0)
@@ -25,6 +26,15 @@ _DROPOUT_RNG = np.random.default_rng(0)
 def seed_dropout(seed: int) -> None:
     global _DROPOUT_RNG
     _DROPOUT_RNG = np.random.default_rng(seed)
+
+
+def dropout_rng_state() -> dict:
+    """The dropout stream's state (a resumed run continues the same masks)."""
+    return _DROPOUT_RNG.bit_generator.state
+
+
+def set_dropout_rng_state(state: dict) -> None:
+    _DROPOUT_RNG.bit_generator.state = state
 
 
 class FastDropout(nn.Module):

@@ -278,6 +278,14 @@ class DAAN(Method):
         optimizer.step()
         return {k: v.detach() for k, v in terms.items()}
 
+    def training_state(self) -> dict:
+        """CSGM's V_o of the previous step (the next step's optimisation rate)."""
+        return {} if self.csgm is None or self.csgm.v_o is None else {"csgm_v_o": self.csgm.v_o.detach().cpu()}
+
+    def load_training_state(self, state: dict) -> None:
+        if self.csgm is not None and "csgm_v_o" in state:
+            self.csgm.v_o = state["csgm_v_o"].to(next(self.parameters()).device)
+
     def epoch_diagnostics(self) -> dict[str, float]:
         """CSGM's epoch means: eta per modality and part, V_c, V_o, and the share of samples each dominates."""
         return {} if self.csgm is None else self.csgm.diagnostics()
