@@ -54,3 +54,24 @@ def test_tables_show_differences_and_single_runs_without_a_fake_spread():
     assert "reference" in next(line for line in table.splitlines() if line.startswith("| base |"))
     with pytest.raises(ValueError, match="reference row 'nosuch'"):
         add_differences(rows, groups, "nosuch")
+
+
+def test_a_row_never_mixes_configs():
+    a = [dict(_res("daan", s, 20.0), config={"method": {"pool": "mean"}, "seed": s}, run_dir=f"a/seed{s}")
+         for s in range(2)]
+    b = [dict(_res("daan", s, 25.0), config={"method": {"pool": "flatten"}, "seed": s}, run_dir=f"b/seed{s}")
+         for s in range(2)]
+    assert aggregate(a)[0]["n"] == 2  # seeds differ, configs do not: one row
+    with pytest.raises(ValueError, match=r"row 'daan' would mix runs made with different configs \(differ in "
+                                         r"method.pool: a/seed0 vs b/seed0\)"):
+        aggregate(a + b)
+
+
+def test_rows_count_early_epochs_beta_at_the_grid_edge_and_hubs():
+    runs = [dict(_res("m", 0, 20.0), best_epoch=1, beta_grid_top=3.0, test_details={"zsl_largest_share": 0.5}),
+            dict(_res("m", 1, 20.0), best_epoch=7, beta=3.0, beta_grid_top=3.0,
+                 test_details={"zsl_largest_share": 0.3})]
+    (row,) = aggregate(runs)
+    assert (row["early"], row["beta_edge"], row["hub"]) == (1, 1, pytest.approx(0.4))
+    line = next(x for x in markdown_table([row]).splitlines() if x.startswith("| m |"))
+    assert "| 1/2 | 1/2 | 0.40 |" in line

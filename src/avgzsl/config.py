@@ -47,6 +47,26 @@ def load_yaml_text(text) -> Any:
 
 
 @dataclass
+class CEOConfig:
+    """Class embedding optimisation (EZ-AVGZL; the algorithm is avgzsl.ceo). The paper gives alpha only;
+    every other default is ours (the spec's suggested values where it suggests one)."""
+
+    alpha: float = 0.5  # (1 - alpha) L_rank + alpha L_sep (the paper's alpha)
+    margin: float = 0.1  # ours: m of the rank hinge
+    steps: int = 1000  # ours: Adam steps
+    lr: float = 1e-3  # ours: Adam learning rate
+    renormalise: bool = True  # ours: project every embedding back onto the unit sphere after each step
+    # ours: "mean" averages each term over its terms; "sum" is the paper's formula, where L_rank's C^3 terms
+    # outweigh L_sep's C terms ~C^2 times (on UCF's text the minimum NN distance then falls instead of rising)
+    reduction: Literal["mean", "sum"] = "mean"
+    # ours: every rank triplet while there are at most this many (UCF's 101 classes: 999,900), else
+    # sampled_triplets drawn per step (ActivityNet: 7.9 M, VGGSound: 29 M triplets)
+    exact_triplets: int = 1_000_000
+    sampled_triplets: int = 1_000_000
+    seed: int = 0  # triplet sampling
+
+
+@dataclass
 class DataConfig:
     """Where the benchmark is and how to read it."""
 
@@ -60,6 +80,11 @@ class DataConfig:
     temporal: bool | None = None
     legacy_text_order: bool = False  # reproduce the reference loaders' text misalignment
     cache_dir: str | None = None
+    # the class embeddings every method trains on and is scored with: the text embeddings, or CEO's
+    # optimisation of them (data.ceo); unset: the method's choice (ezavgzl: ceo unless method.ceo=false;
+    # every other method: text), resolved when the config is built
+    class_embeddings: Literal["text", "ceo"] | None = None
+    ceo: CEOConfig = field(default_factory=CEOConfig)
 
 
 @dataclass
@@ -76,6 +101,9 @@ class TrainConfig:
     # val split, as the reference code does.
     stage2_lr: Literal["replay", "reference"] = "replay"
     beta_grid: list[float] = field(default_factory=lambda: [0.0, 3.0, 16.0])  # linspace(start, stop, num)
+    # Extend the grid with its own step while the best val HM sits at its top (up to 9x its length), so that
+    # the data, not the grid's edge, picks beta. Off: the reference grid, as AVCA and TCaF.
+    beta_extend: bool = False
     eval_batch_size: int = 4096
     # "best" (stage-1 best + stage-2 test model), "all" (every epoch) or "none"
     save_checkpoints: Literal["best", "all", "none"] = "best"
@@ -181,7 +209,8 @@ def parse_overrides(items: list[str]) -> dict:
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) < 2 or not all(parts):
-            raise ConfigError(f"override {item!r}: the key must name a section, e.g. train.epochs=15")
+            raise ConfigError(f"override {item!r}: the key must name a section, e.g. train.epochs=15"
+                              + (" (the seed is --seed / --seeds)" if key.strip() == "seed" else ""))
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -253,6 +282,41 @@ def build_config(
     return check_config(apply_tree(cfg, tree))
 
 
+def _check_device(device: str) -> None:
+    """train.device names a device torch knows and this machine has (else the run would fail after it started)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"train.device: {device!r} is not a torch device; use cpu, cuda, cuda:<index> or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={device} but this torch has no usable CUDA device; set train.device=cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device={device} but there are {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"train.device={device} but MPS is not available here; set train.device=cpu")
+
+
+def _check_method_ranges(cfg: RunConfig) -> None:
+    """The ranges every method config shares by naming convention: *dropout in [0, 1), lr > 0, weight_decay >= 0."""
+    m = cfg.method
+    if m is None or not dataclasses.is_dataclass(m):
+        return
+    for f in dataclasses.fields(m):
+        value = getattr(m, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # None (= another field's value) and non-numbers are the method's own business
+        if f.name.endswith("dropout") and not 0.0 <= value < 1.0:
+            raise ConfigError(f"method.{f.name} is a dropout probability, in [0, 1); got {value}")
+        if f.name == "lr" and not value > 0:
+            raise ConfigError(f"method.lr must be > 0, got {value}")
+        if f.name == "weight_decay" and value < 0:
+            raise ConfigError(f"method.weight_decay must be >= 0, got {value}")
+
+
 def check_config(cfg: RunConfig) -> RunConfig:
     """Checks that need several fields, run when a config is built (before any data loads).
 
@@ -267,6 +331,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"train.{key} must be at least 1, got {getattr(t, key)}")
     if t.num_threads < 0:
         raise ConfigError(f"train.num_threads must be 0 (torch's default) or more, got {t.num_threads}")
+    _check_device(t.device)
     if not 0.0 < t.lr_factor <= 1.0:
         raise ConfigError(f"train.lr_factor must be in (0, 1] (1 = never lower the rate), got {t.lr_factor}")
     if len(t.beta_grid) != 3 or int(t.beta_grid[2]) < 1 or t.beta_grid[1] < t.beta_grid[0]:
@@ -287,8 +352,22 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"method {cfg.method_name} takes {' or '.join(method_cls.feature_kinds)} features, not "
                           f"{kind} ones: set data.temporal={'true' if other == 'temporal' else 'false'}"
                           + (" (--temporal)" if other == "temporal" else " (drop --temporal)"))
+    if cfg.data.class_embeddings is None:
+        cfg.data.class_embeddings = method_cls.default_class_embeddings(cfg)
+    _check_ceo(cfg.data.ceo)
+    _check_method_ranges(cfg)
     method_cls.check_config(cfg)
     return cfg
+
+
+def _check_ceo(c: CEOConfig) -> None:
+    if not 0.0 <= c.alpha <= 1.0:
+        raise ConfigError(f"data.ceo.alpha must be in [0, 1], got {c.alpha}")
+    if c.margin < 0 or not c.lr > 0:
+        raise ConfigError(f"data.ceo.margin must be >= 0 and data.ceo.lr > 0, got {c.margin} and {c.lr}")
+    if c.steps < 0 or c.sampled_triplets < 1 or c.exact_triplets < 0:
+        raise ConfigError(f"data.ceo.steps and data.ceo.exact_triplets must be >= 0 and data.ceo.sampled_triplets "
+                          f">= 1, got {c.steps}, {c.exact_triplets} and {c.sampled_triplets}")
 
 
 def _split_feature_sets(tree: dict, source) -> tuple[dict, dict]:
@@ -324,8 +403,14 @@ def _load_yaml(path: Path) -> dict:
             tree = load_yaml_text(fh) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, a binary file
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read config file {path}: {reason}; --config takes a YAML file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)  # one line: where, then what
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {what}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return tree
@@ -341,6 +426,40 @@ def config_from_dict(tree: dict) -> RunConfig:
     cfg = RunConfig(method_name=method, method=get_method(method).Config())
     cfg.data.dataset = dataset
     return check_config(apply_tree(cfg, tree))
+
+
+# Settings that do not change what a run computes: a finished run may be reused across them.
+RESUME_IGNORES = frozenset({"train.progress", "train.num_threads", "data.cache_dir"})
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _comparable(tree: dict) -> dict:
+    """A config dict as it computes: runs saved before data.class_embeddings existed used the text embeddings,
+    and CEO's settings (data.ceo.*) change nothing unless data.class_embeddings is ceo."""
+    import copy
+
+    tree = copy.deepcopy(tree)
+    data = tree.get("data")
+    if isinstance(data, dict):
+        data.setdefault("class_embeddings", "text")
+        if data["class_embeddings"] != "ceo":
+            data.pop("ceo", None)
+    return tree
+
+
+def config_differences(a: dict, b: dict, ignore=RESUME_IGNORES) -> list[str]:
+    """Keys (section.key) whose values differ between two config dicts, ignoring `ignore`."""
+    fa, fb = _flatten(_comparable(a)), _flatten(_comparable(b))
+    return sorted(k for k in fa.keys() | fb.keys() if k not in set(ignore) and fa.get(k) != fb.get(k))
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

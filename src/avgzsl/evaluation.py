@@ -22,11 +22,18 @@ class GZSLScores:
     ZSL: float
     beta: float
     per_beta: dict[str, list[float]] = field(default_factory=dict)
+    # At the chosen beta: accuracy (percent) of every class with samples, in the joint search space
+    # ("class_accuracy", keyed by class id) and in the unseen-only space ("zsl_class_accuracy"); how many
+    # unseen samples the ZSL search predicts as each unseen class ("zsl_predictions") and the largest share
+    # of them on one class ("zsl_largest_share", 1/U when predictions spread evenly: a hub shows here).
+    details: dict = field(default_factory=dict)
 
-    def to_dict(self, with_grid: bool = False) -> dict:
+    def to_dict(self, with_grid: bool = False, with_details: bool = False) -> dict:
         out = asdict(self)
         if not with_grid:
             out.pop("per_beta")
+        if not with_details:
+            out.pop("details")
         return out
 
 
@@ -54,6 +61,13 @@ def _mean_class_accuracy(correct: Tensor, labels: Tensor, classes: Tensor) -> Te
     return (hits[:, present] / counts[present]).mean(dim=1)
 
 
+def _class_accuracy(correct: Tensor, labels: Tensor) -> dict[int, float]:
+    """{class id: percent correct} over the classes present in labels; correct is [N] bool."""
+    classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    hits = torch.zeros(classes.numel(), dtype=torch.float64).index_add_(0, inverse, correct.to(torch.float64))
+    return {int(c): round(float(h / n) * 100.0, 6) for c, h, n in zip(classes, hits, counts)}
+
+
 def gzsl_scores(
     distances: Tensor,
     labels: Tensor,
@@ -78,7 +92,8 @@ def gzsl_scores(
         GZSLScores with S = mean per-class accuracy over seen classes and U over unseen classes,
         both in the joint search space at the beta that maximises HM = 2SU/(S+U) (the first such beta
         on ties); ZSL = mean per-class accuracy of unseen samples with the search space restricted to
-        unseen classes. All in percent. Ties in the argmin go to the lowest column.
+        unseen classes. All in percent. Ties in the argmin go to the lowest input column of `distances`
+        among the columns searched (seen or unseen alike; for ZSL, among the unseen columns).
     """
     distances = torch.as_tensor(distances).detach().to("cpu", torch.float64)
     labels = torch.as_tensor(labels).detach().to("cpu", torch.long)
@@ -101,17 +116,21 @@ def gzsl_scores(
     if stray.numel():
         raise ValueError(f"sample labels {sorted(set(stray.tolist()))} are outside the search space (seen + unseen)")
 
-    # Columns in search-space order: seen first, then unseen.
-    col_of = {int(k): j for j, k in enumerate(ids.tolist())}
-    cols = torch.tensor([col_of[int(k)] for k in space.tolist()], dtype=torch.long)
+    # The search space's columns kept in input column order (not seen-first): torch.argmin returns the
+    # first minimum, so a tie goes to the lowest input column whether that class is seen or unseen.
+    in_space = torch.isin(ids, space)
+    repeated = ids[in_space].unique(return_counts=True)
+    if (repeated[1] > 1).any():
+        raise ValueError(f"classes {repeated[0][repeated[1] > 1].tolist()} have more than one distance column")
+    cols = torch.nonzero(in_space).flatten()  # ascending
+    space = ids[cols]  # class of each kept column, in input order
     d = distances[:, cols]
-    n_seen = seen.numel()
+    col_is_seen = torch.isin(space, seen)
     is_seen_sample = torch.isin(labels, seen)
     is_unseen_sample = ~is_seen_sample
 
     # Calibrated stacking over the whole grid at once, chunked over betas to bound memory.
-    offsets = torch.zeros(space.numel(), dtype=torch.float64)
-    offsets[:n_seen] = 1.0
+    offsets = col_is_seen.to(torch.float64)
     chunk = max(1, int(2**25 // max(1, n * space.numel())))
     preds = []
     for start in range(0, betas.numel(), chunk):
@@ -125,11 +144,20 @@ def gzsl_scores(
     best = int(torch.argmax(hm))  # argmax returns the first maximum
 
     if unseen.numel() and is_unseen_sample.any():
-        zsl_pred = unseen[torch.argmin(d[is_unseen_sample][:, n_seen:], dim=1)]
-        zsl = _mean_class_accuracy((zsl_pred == labels[is_unseen_sample])[None], labels[is_unseen_sample], unseen)
+        unseen_cols = ~col_is_seen  # unseen columns, still in input order: ties break the same way
+        zsl_pred = space[unseen_cols][torch.argmin(d[is_unseen_sample][:, unseen_cols], dim=1)]
+        zsl_correct = zsl_pred == labels[is_unseen_sample]
+        zsl = _mean_class_accuracy(zsl_correct[None], labels[is_unseen_sample], unseen)
         zsl_value = float(zsl[0])
+        hits = (zsl_pred[:, None] == unseen[None]).sum(0)
+        details = {
+            "zsl_class_accuracy": _class_accuracy(zsl_correct, labels[is_unseen_sample]),
+            "zsl_predictions": {int(c): int(k) for c, k in zip(unseen, hits)},
+            "zsl_largest_share": round(float(hits.max()) / int(is_unseen_sample.sum()), 6),
+        }
     else:
-        zsl_value = 0.0
+        zsl_value, details = 0.0, {}
+    details["class_accuracy"] = _class_accuracy(correct[best], labels) if n else {}
 
     def pct(x: Tensor) -> float:
         return round(float(x) * 100.0, 10)
@@ -140,7 +168,29 @@ def gzsl_scores(
             "beta": betas.tolist(),
             "S": (s * 100).tolist(), "U": (u * 100).tolist(), "HM": (hm * 100).tolist(),
         },
+        details=details,
     )
+
+
+def calibrate(
+    distances: Tensor, labels: Tensor, seen_classes, unseen_classes, betas: Tensor, class_ids=None,
+    extend: bool = False, max_extensions: int = 8,
+) -> GZSLScores:
+    """`gzsl_scores` over the grid `betas`; with `extend`, while the best HM sits at the top of the grid,
+    the grid goes on with the same step (one more grid length each time, at most `max_extensions` times),
+    so that the data, not the grid's edge, decides beta. A best HM inside the reference grid keeps it."""
+    betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+    scores = gzsl_scores(distances, labels, seen_classes, unseen_classes, betas, class_ids)
+    if not extend or betas.numel() < 2:
+        return scores
+    step = float(betas[1] - betas[0])
+    for _ in range(max_extensions):
+        if scores.beta < float(betas[-1]) or scores.HM == 0.0 or step <= 0:
+            break
+        more = betas[-1] + step * torch.arange(1, betas.numel(), dtype=torch.float64)
+        betas = torch.cat([betas, more])
+        scores = gzsl_scores(distances, labels, seen_classes, unseen_classes, betas, class_ids)
+    return scores
 
 
 def scores_at_beta(

@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avgzsl.config import ConfigError, RunConfig, build_config, load_yaml_text, parse_overrides
+from avgzsl.config import ConfigError, RunConfig, build_config, config_differences, load_yaml_text, parse_overrides
 
 LOG = logging.getLogger("avgzsl")
 
@@ -79,26 +79,6 @@ def _with(overrides: list[str] | dict, extra: dict) -> list[str] | dict:
     return _merge(base, extra)
 
 
-# Settings that do not change what a run computes: a finished run may be reused across them.
-RESUME_IGNORES = frozenset({"train.progress", "train.num_threads", "data.cache_dir"})
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def config_differences(a: dict, b: dict, ignore: Iterable[str] = RESUME_IGNORES) -> list[str]:
-    """Keys (section.key) whose values differ between two config dicts, ignoring `ignore`."""
-    fa, fb = _flatten(a), _flatten(b)
-    return sorted(k for k in fa.keys() | fb.keys() if k not in set(ignore) and fa.get(k) != fb.get(k))
-
-
 def plan_run(run_dir: Path, cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> str:
     """What to do with a run directory: "fresh" (start the run), "reuse" (a finished run with this config),
     or "continue" (an unfinished run with this config, from its last saved epoch).
@@ -117,11 +97,24 @@ def plan_run(run_dir: Path, cfg: RunConfig, resume: bool = False, overwrite: boo
                               f"--overwrite to start it again (or choose another --out)")
     if not run.config_file.exists():  # killed before its config was written: nothing to continue
         return "fresh"
-    differ = config_differences(load_yaml_text(run.config_file.read_text()), cfg.to_dict())
+    differ = config_differences(read_run_config(run.config_file), cfg.to_dict())
     if differ:
         raise ConfigError(f"{run_dir} holds {run.describe()} made with another config (differs in "
                           f"{', '.join(differ)}); choose another --out, or --overwrite it")
     return "reuse" if run.results_file.exists() else "continue"
+
+
+def read_run_config(path: Path) -> dict:
+    """A run's saved config.yaml as a dict; a damaged file is an error naming it."""
+    import yaml
+
+    try:
+        tree = load_yaml_text(Path(path).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is damaged ({type(exc).__name__}); rerun with --overwrite") from None
+    if not isinstance(tree, dict) or "method_name" not in tree:
+        raise ConfigError(f"{path} is not a run's config (no method_name); rerun with --overwrite")
+    return tree
 
 
 def finished_run(run_dir: Path, cfg: RunConfig) -> dict | None:
@@ -203,6 +196,8 @@ def execute(
     every core oversubscribe the machine many times over. One progress line per finished run.
     A run that raises is returned as a JobFailure when keep_going, else re-raised once the others finished.
     """
+    if n_jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {n_jobs}")
     results: list[dict | None] = [None] * len(jobs)
     if len({j.run_dir.resolve() for j in jobs}) < len(jobs):
         raise ConfigError("two runs of this experiment would share one run directory")
@@ -236,7 +231,7 @@ def execute(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from tqdm.auto import tqdm
+    from avgzsl.progress import progress
 
     threads = max(1, usable_cores() // n_jobs)
     for i in todo:
@@ -246,7 +241,7 @@ def execute(
     errors: list[tuple[int, BaseException]] = []
     with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_job, jobs[i], None, plans[i] == "continue"): i for i in todo}
-        bar = tqdm(total=len(todo), desc=f"runs ({n_jobs} at a time)", unit="run")
+        bar = progress(total=len(todo), desc=f"runs ({n_jobs} at a time)", unit="run", every=60)
         for fut in as_completed(futures):
             i = futures[fut]
             bar.update(1)
@@ -528,7 +523,7 @@ def evaluate(
     run_obj = RunDir(run_dir, create=False)
     if not run_obj.config_file.exists():
         raise FileNotFoundError(f"{run_obj.config_file} not found: is {run_dir} a run directory?")
-    cfg = config_from_dict(load_yaml_text(run_obj.config_file.read_text()))
+    cfg = config_from_dict(read_run_config(run_obj.config_file))
     if root is not None:
         cfg.data.root = str(root)
     cfg.train.progress = False
@@ -541,8 +536,13 @@ def evaluate(
                                    " (was the run made with train.save_checkpoints=none?)"))
     bench = load_benchmark(cfg.data, progress=False)
     method = build_method(cfg, bench)
-    state = torch.load(ckpt_path, map_location=cfg.train.device, weights_only=True)
-    method.load_state_dict(state["model"])
+    from avgzsl.runs import load_checkpoint
+
+    state = load_checkpoint(ckpt_path, cfg.train.device)
+    try:
+        method.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise ValueError(f"{ckpt_path} does not hold this run's model ({str(exc).splitlines()[0]})") from None
     results = run_obj.read_results() if run_obj.results_file.exists() else {}
     beta = beta if beta is not None else results.get("beta")
     scores: dict[str, Any] = {"checkpoint": str(ckpt_path)}

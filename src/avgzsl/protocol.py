@@ -21,14 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from avgzsl.config import RunConfig, save_config
 from avgzsl.data.sampling import BalancedBatchSampler
 from avgzsl.data.types import Benchmark, Phase
-from avgzsl.evaluation import GZSLScores, beta_grid, gzsl_scores
+from avgzsl.evaluation import GZSLScores, beta_grid, calibrate, gzsl_scores
 from avgzsl.methods import DataDims, Method, get_method
 from avgzsl.methods.layers import dropout_rng_state, seed_dropout, set_dropout_rng_state
+from avgzsl.progress import progress
 from avgzsl.runs import RunDir
 
 LOG = logging.getLogger("avgzsl")
@@ -66,9 +66,13 @@ def phase_distances(method: Method, phase: Phase, class_text: torch.Tensor, batc
 def score_phase(
     method: Method, phase: Phase, bench: Benchmark, cfg: RunConfig, betas: torch.Tensor | None = None,
 ) -> GZSLScores:
+    """Scores of the phase: beta searched on the config's grid (extended with train.beta_extend), or the
+    given `betas` (the test phase: stage 1's beta)."""
     dist = phase_distances(method, phase, bench.text, cfg.train.eval_batch_size, cfg.train.device)
-    grid = beta_grid(*cfg.train.beta_grid) if betas is None else betas
-    return gzsl_scores(dist, phase.samples.labels, phase.seen, phase.unseen, grid, class_ids=phase.classes)
+    if betas is not None:
+        return gzsl_scores(dist, phase.samples.labels, phase.seen, phase.unseen, betas, class_ids=phase.classes)
+    return calibrate(dist, phase.samples.labels, phase.seen, phase.unseen, beta_grid(*cfg.train.beta_grid),
+                     class_ids=phase.classes, extend=cfg.train.beta_extend)
 
 
 @dataclass
@@ -112,8 +116,8 @@ def train_stage(
         first = _restore_state(resume_state, method, optimizer, scheduler, generator, result) + 1
         t_start -= result.seconds  # the stage's time so far counts
 
-    epoch_bar = tqdm(range(first, epochs + 1), desc=f"stage {stage}", unit="epoch", initial=first - 1,
-                     total=epochs, disable=not cfg.train.progress)
+    epoch_bar = progress(range(first, epochs + 1), desc=f"stage {stage}", unit="epoch", initial=first - 1,
+                         total=epochs, every=0, enabled=cfg.train.progress)
     for epoch in epoch_bar:
         row = {"stage": stage, "epoch": epoch}
         if optimizer is not None:
@@ -161,6 +165,11 @@ def train_stage(
 
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _named_details(details: dict, class_names: list[str]) -> dict:
+    """The evaluator's per-class details with class names instead of ids (for results.json)."""
+    return {k: ({class_names[c]: v for c, v in d.items()} if isinstance(d, dict) else d) for k, d in details.items()}
 
 
 def _kill_point(stage: int, epoch: int, where: str) -> None:
@@ -227,8 +236,8 @@ def _train_batches(method: Method, sampler: BalancedBatchSampler, optimizer, cfg
     """n_batches optimisation steps; returns the sum of each loss term (tensors: no sync per step)."""
     device = cfg.train.device
     sums: dict[str, torch.Tensor] = {}
-    for _ in tqdm(range(cfg.train.n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
-                  disable=not cfg.train.progress, mininterval=0.5):
+    for _ in progress(range(cfg.train.n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
+                      enabled=cfg.train.progress, mininterval=0.5):
         batch = sampler.draw()
         if device != "cpu":
             batch = batch.to(device)
@@ -255,6 +264,7 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, output_dir: str | Path, label
     """
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
+    build_method(cfg, bench)  # checks that need the data (e.g. DAAN's chunk count) fail before any file is written
     run = RunDir(output_dir)
     state = run.load_state() if resume else None
     run.start(fresh=state is None)
@@ -298,7 +308,9 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, output_dir: str | Path, label
             "test": {k: getattr(test, k) for k in ("S", "U", "HM", "ZSL")},
             "beta": beta,
             "best_epoch": best_epoch,
+            "beta_grid_top": float(stage1.best_val.per_beta["beta"][-1]),  # beta == this: the grid's edge chose
             "val": stage1.best_val.to_dict(),
+            "test_details": _named_details(test.details, bench.class_names),
             "seconds": {
                 "stage1": round(stage1.seconds, 3),
                 "stage2": round(stage2.seconds, 3),
@@ -308,6 +320,7 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, output_dir: str | Path, label
                 "per_epoch_stage2": round(stage2.seconds / max(1, best_epoch), 3),
             },
             "data": {k: v for k, v in bench.info.items() if isinstance(v, (str, int, float, bool))},
+            "config": cfg.to_dict(),
         }
         run.write_results(results)
         run.clear_state()  # only an unfinished run needs it

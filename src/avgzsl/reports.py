@@ -19,8 +19,11 @@ def load_results(paths: Iterable[str | Path]) -> list[dict]:
         p = Path(p)
         files = [p] if p.is_file() else sorted(p.rglob("results.json"))
         for f in files:
-            with open(f) as fh:
-                res = json.load(fh)
+            try:
+                with open(f) as fh:
+                    res = json.load(fh)
+            except ValueError as exc:
+                raise ValueError(f"{f} is not valid JSON ({exc}); rerun that run or remove it") from None
             res.setdefault("run_dir", str(f.parent))
             found.append(res)
     return found
@@ -91,21 +94,72 @@ def row_name(result: dict, group_key: str = "label") -> str:
     return str(result.get(group_key) or result.get("method"))
 
 
+def run_config(result: dict) -> dict | None:
+    """The resolved config a run was made with: results.json's own copy, else its folder's config.yaml."""
+    if isinstance(result.get("config"), dict):
+        return result["config"]
+    path = Path(result["run_dir"]) / "config.yaml" if result.get("run_dir") else None
+    if path is not None and path.is_file():
+        from avgzsl.config import load_yaml_text
+
+        return load_yaml_text(path.read_text())
+    return None
+
+
+def check_one_config(name: str, runs: list[dict]) -> None:
+    """A table row is one experiment: refuse runs made with different configs (seeds aside) under one name."""
+    from avgzsl.config import RESUME_IGNORES, config_differences
+
+    known = [(r, c) for r in runs if (c := run_config(r)) is not None]
+    ignore = RESUME_IGNORES | {"seed", "data.root"}
+    for r, c in known[1:]:
+        differ = config_differences(known[0][1], c, ignore)
+        if differ:
+            where = f"{known[0][0].get('run_dir', '?')} vs {r.get('run_dir', '?')}"
+            raise ValueError(f"row {name!r} would mix runs made with different configs (differ in "
+                             f"{', '.join(differ)}: {where}); give them different labels (--label) or table "
+                             f"them apart")
+
+
 def aggregate(results: list[dict], group_key: str = "label") -> list[dict]:
-    """Group runs by `group_key` (falls back to the method name) and average the test scores over seeds."""
+    """Group runs by `group_key` (falls back to the method name) and average the test scores over seeds.
+
+    A row never mixes configs (`check_one_config`). Besides mean ± std, a row counts the runs whose stage-1
+    selection picked epoch 1 or 2 ("early") and whose beta is the top of the calibration grid ("beta_edge"),
+    and averages the largest share of unseen test samples that the ZSL search puts on one class ("hub").
+    """
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in results:
         groups[row_name(r, group_key)].append(r)
     rows = []
     for name, runs in groups.items():
+        check_one_config(name, runs)
         row = {"name": name, "n": len(runs), "seeds": sorted(r.get("seed") for r in runs)}
         for m in METRICS:
             row[m] = mean_std([float(r["test"][m]) for r in runs])
         row["beta"] = mean_std([float(r["beta"]) for r in runs])
         row["best_epoch"] = mean_std([float(r["best_epoch"]) for r in runs])
         row["seconds"] = mean_std([float(r["seconds"]["total"]) for r in runs])
+        row["early"] = sum(int(r["best_epoch"]) <= 2 for r in runs)
+        tops = [(float(r["beta"]), float(r["beta_grid_top"])) for r in runs if "beta_grid_top" in r]
+        row["beta_edge"] = sum(b >= top for b, top in tops) if tops else None
+        hubs = [float(r["test_details"]["zsl_largest_share"]) for r in runs
+                if "zsl_largest_share" in r.get("test_details", {})]
+        row["hub"] = sum(hubs) / len(hubs) if hubs else None
         rows.append(row)
     return rows
+
+
+def _flags(r: dict) -> str:
+    """`| epoch <= 2 | beta at edge | hub |` cells of a row."""
+    edge = "?" if r.get("beta_edge") is None else f"{r['beta_edge']}/{r['n']}"
+    hub = "?" if r.get("hub") is None else f"{r['hub']:.2f}"
+    return f" {r.get('early', 0)}/{r['n']} | {edge} | {hub} |"
+
+
+FLAGS_NOTE = ("epoch ≤ 2: runs whose stage-1 selection picked epoch 1 or 2; β at edge: runs whose beta is the "
+              "top of the calibration grid; hub: mean largest share of unseen test videos that the ZSL search "
+              "puts on one class (1 / #unseen classes when spread evenly).")
 
 
 def fmt_mean_std(stat: tuple[float, float], n: int, digits: int = 2) -> str:
@@ -138,29 +192,31 @@ def markdown_table(rows: list[dict], title: str | None = None) -> str:
     reference row where `add_differences` gave them)."""
     ref, metrics = _difference_header(rows)
     lines = [f"### {title}", ""] if title else []
-    lines.append("| model | seeds | S | U | HM | ZSL | best epoch | minutes / run |"
+    lines.append("| model | seeds | S | U | HM | ZSL | best epoch | epoch ≤ 2 | β at edge | hub | minutes / run |"
                  + "".join(f" Δ{m} vs {ref} |" for m in metrics))
-    lines.append("|---|---|---|---|---|---|---|---|" + "---|" * len(metrics))
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(metrics))
     for r in rows:
         cells = [fmt_mean_std(r[m], r["n"]) for m in METRICS]
         lines.append(
-            f"| {r['name']} | {r['n']} | " + " | ".join(cells)
-            + f" | {r['best_epoch'][0]:.1f} | {r['seconds'][0] / 60:.1f} |" + _difference_cells(r, metrics)
+            f"| {r['name']} | {r['n']} | " + " | ".join(cells) + f" | {r['best_epoch'][0]:.1f} |" + _flags(r)
+            + f" {r['seconds'][0] / 60:.1f} |" + _difference_cells(r, metrics)
         )
-    return "\n".join(lines) + "\n" + _difference_note(ref)
+    return "\n".join(lines) + "\n\n" + FLAGS_NOTE + "\n" + _difference_note(ref)
 
 
 def compare_markdown(report: dict) -> str:
     """A DAAN-Table-I-style table of `experiments.compare`'s report, and the methods that could not run."""
     ref, metrics = _difference_header(report["rows"])
     lines = [f"### {report['title']}", "",
-             "| method | features | seeds | S | U | HM | ZSL | best epoch | minutes / run | seconds / epoch |"
-             + "".join(f" Δ{m} vs {ref} |" for m in metrics),
-             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(metrics)]
+             "| method | features | seeds | S | U | HM | ZSL | best epoch | epoch ≤ 2 | β at edge | hub "
+             "| minutes / run | seconds / epoch |" + "".join(f" Δ{m} vs {ref} |" for m in metrics),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(metrics)]
     for r in report["rows"]:
         cells = " | ".join(fmt_mean_std(r[m], r["n"]) for m in METRICS)
-        lines.append(f"| {r['name']} | {r['features']} | {r['n']} | {cells} | {r['best_epoch'][0]:.1f} | "
-                     f"{r['seconds'][0] / 60:.2f} | {r['per_epoch_seconds']:.2f} |" + _difference_cells(r, metrics))
+        lines.append(f"| {r['name']} | {r['features']} | {r['n']} | {cells} | {r['best_epoch'][0]:.1f} |"
+                     + _flags(r) + f" {r['seconds'][0] / 60:.2f} | {r['per_epoch_seconds']:.2f} |"
+                     + _difference_cells(r, metrics))
+    lines += ["", FLAGS_NOTE]
     note = _difference_note(ref)
     if note:
         lines.append(note.rstrip("\n"))

@@ -140,9 +140,7 @@ class RunDir:
         atomic_torch_save(self.state_file, state)
 
     def load_state(self) -> dict | None:
-        if not self.state_file.exists():
-            return None
-        return torch.load(self.state_file, map_location="cpu", weights_only=True)
+        return load_checkpoint(self.state_file) if self.state_file.exists() else None
 
     def clear_state(self) -> None:
         self.state_file.unlink(missing_ok=True)
@@ -158,6 +156,21 @@ class RunDir:
     def read_results(self) -> dict:
         with open(self.results_file) as fh:
             return json.load(fh)
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> dict:
+    """torch.load with weights only (no code runs from the file); a damaged or tampered file is a
+    ValueError naming it, not a traceback from torch's unpickler."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ValueError(f"{path} is damaged or not a checkpoint of avgzsl ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120]}); rerun the run with --overwrite") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a checkpoint of avgzsl (holds a {type(state).__name__})")
+    return state
 
 
 def read_jsonl(path: Path) -> list[dict]:

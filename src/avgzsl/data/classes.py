@@ -185,10 +185,11 @@ def read_split(root: str | os.PathLike, split: str, table: ClassTable, subsplits
     if missing:
         split_dir = layout.class_split_dir(Path(root))
         available = sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
-        raise ClassSplitError(
-            f"missing class split file(s) for split {split!r}: {', '.join(missing)}"
-            + (f" (split folders present: {', '.join(available)})" if available else "")
-        )
+        present = f" (split folders present: {', '.join(available)})" if available else ""
+        if not (split_dir / split).is_dir():  # the whole split, not six files one by one
+            raise ClassSplitError(f"class split folder not found: {split_dir / split}{present}; choose the split "
+                                  f"with --split / data.split")
+        raise ClassSplitError(f"missing class split file(s) for split {split!r}: {', '.join(missing)}{present}")
     out = {}
     for s, path in files.items():
         ids = table.ids(read_class_list(path), where=str(path))

@@ -46,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from avgzsl.config import DataConfig
 from avgzsl.data import layout
@@ -62,6 +61,7 @@ from avgzsl.data.classes import (
 )
 from avgzsl.data.readers import ClassFeatures, FeatureFileError, index_class_files, read_class_file
 from avgzsl.data.types import PHASES, SUBSPLITS, Benchmark, Features, Phase, SampleSet
+from avgzsl.progress import progress as progress_display
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,15 @@ def default_audio_scale(feature_set: str, temporal: bool) -> float:
 
 
 def _raise_problems(problems: list[str], what: str) -> None:
+    """One BenchmarkError for every problem found. Its first line alone says what is wrong and where (the
+    CLI's `error:` line); further problems follow, one per line."""
     if not problems:
         return
-    shown = problems[:_MAX_LISTED_PROBLEMS]
-    more = len(problems) - len(shown)
+    rest = problems[1:_MAX_LISTED_PROBLEMS]
+    more = len(problems) - 1 - len(rest)
     raise BenchmarkError(
-        f"{what}: {len(problems)} problem(s):\n  - " + "\n  - ".join(shown) + (f"\n  ... and {more} more" if more else "")
+        f"{what}: {len(problems)} problem(s): {problems[0]}" + "".join(f"\n  - {p}" for p in rest)
+        + (f"\n  ... and {more} more" if more else "")
     )
 
 
@@ -294,7 +297,9 @@ def _read_classes(root: Path, cfg: DataConfig, where: str) -> _ClassData:
         embeddings = load_text_embeddings(text_path)
         text = text_table(table, embeddings, cfg.legacy_text_order, str(text_path))
         files = [layout.all_class_file(root), find_name_map_file(root, cfg.dataset), text_path]
-    except ClassSplitError as exc:
+    except (ClassSplitError, ValueError, pickle.UnpicklingError, OSError) as exc:
+        # ValueError / UnpicklingError: a text .npy that is not one, truncated, or refused by the restricted
+        # unpickler (UnsafePickleError); their messages name the file.
         raise BenchmarkError(f"{where}: {exc}") from None
     files += [layout.split_class_file(root, cfg.split, s) for s in SUBSPLITS]
     return _ClassData(table, split_classes, text, text_path, files)
@@ -307,7 +312,7 @@ def _feature_folder(root: Path, cfg: DataConfig, where: str) -> Path:
         return fdir
     other = layout.feature_dir(root, cfg.feature_set, not cfg.temporal)
     present = sorted(p.name for p in (root / "features").iterdir() if p.is_dir()) if (root / "features").is_dir() else []
-    hint = f" ({other.name} exists: set data.temporal={not cfg.temporal}?)" if other.is_dir() else ""
+    hint = f" ({other.name} exists: set data.temporal={str(not cfg.temporal).lower()}?)" if other.is_dir() else ""
     if not hint and cfg.feature_set.endswith("_features"):
         hint = f" (data.feature_set is the name before _features: {cfg.feature_set[: -len('_features')]!r}?)"
     raise BenchmarkError(f"{where}: feature folder not found: {fdir}{hint}"
@@ -380,8 +385,8 @@ def _read_features(plan: _ReadPlan, table: ClassTable, cfg: DataConfig, scale: f
     problems: list[str] = []
     seen_dims: dict[str, list[tuple[int, Path, str]]] = {"audio": [], "video": []}  # (dim, file, class)
     scale_warned = False
-    bar = tqdm(total=len(plan.files), desc=f"{cfg.dataset} {cfg.feature_set} features", unit="file",
-               disable=not progress, leave=False)
+    bar = progress_display(total=len(plan.files), desc=f"{cfg.dataset} {cfg.feature_set} features", unit="file",
+                           enabled=progress, leave=False)
     try:
         for s, cid, apath, vpath in plan.reads:
             cname = table.names[cid]
@@ -529,6 +534,7 @@ def load_benchmark(
         (1/255 for temporal VGGish 'cls' audio, as TCaF does).
     expected_dims: {'audio': D_a, 'video': D_v}; None = EXPECTED_DIMS[feature_set] for main and cls,
         and for any other feature set only the same dimension in every class file of a modality.
+    Last step: `cfg.class_embeddings` ("ceo": Benchmark.text becomes CEO's optimised class table, see avgzsl.ceo).
     """
     t0 = time.perf_counter()
     root = _resolve_root(cfg)
@@ -536,6 +542,7 @@ def load_benchmark(
     scale = float(default_audio_scale(cfg.feature_set, cfg.temporal) if audio_scale is None else audio_scale)
     where = f"{cfg.dataset} benchmark at {root}"
 
+    _feature_folder(root, cfg, where)  # first: a missing feature folder is not reported as missing text in it
     classes = _read_classes(root, cfg, where)
     plan = _plan_reads(root, cfg, classes, where)
     key, cache_file = _cache_entry(cfg, root, scale, dims, classes.files + plan.files)
@@ -543,7 +550,7 @@ def load_benchmark(
         cached.info["cache"] = {"hit": True, "path": str(cache_file), "key": key}
         cached.info["load_seconds"] = round(time.perf_counter() - t0, 3)
         log.info("loaded %s from cache %s", cfg.dataset, cache_file)
-        return cached
+        return _class_embeddings(cached, cfg)
     feats = _read_features(plan, classes.table, cfg, scale, dims, where, progress)
     phases = _compose_phases(feats, classes, cfg, scale, where)
     info = _provenance(root, cfg, scale, classes, plan, feats, key, cache_file)
@@ -552,7 +559,15 @@ def load_benchmark(
     if cache_file is not None:
         _save_cache(cache_file, key, bench)
     info["load_seconds"] = round(time.perf_counter() - t0, 3)
-    return bench
+    return _class_embeddings(bench, cfg)
+
+
+def _class_embeddings(bench: Benchmark, cfg: DataConfig) -> Benchmark:
+    """cfg.class_embeddings applied to the loaded (or cached) benchmark: CEO's class table and figures with
+    "ceo" (avgzsl.ceo, cached on its own), the text embeddings as they are with "text"."""
+    from avgzsl.ceo import apply_class_embeddings
+
+    return apply_class_embeddings(bench, cfg)
 
 
 __all__ = [

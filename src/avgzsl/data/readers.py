@@ -60,13 +60,14 @@ def detect_format(path: str | os.PathLike) -> str:
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"
     if not head:
-        raise FeatureFileError(f"{path}: empty file")
+        raise FeatureFileError(f"{path}: empty file (download it again)")
     # HDF5 files may carry a user block (signature at 512, 1024, ...); h5py knows where to look.
     if h5py.is_hdf5(str(path)):
         return "hdf5"
     if head[:1] in (b"(", b"}", b"]"):  # protocol 0/1 pickles of a dict/list
         return "pickle"
-    raise FeatureFileError(f"{path}: neither HDF5 nor a pickle (first bytes {head!r})")
+    raise FeatureFileError(f"{path}: neither HDF5 nor a pickle (first bytes {head!r}): the file is corrupt, "
+                           f"download it again")
 
 
 def _decode_ids(raw, path: Path) -> list[str]:
@@ -89,7 +90,8 @@ def _read_hdf5(path: Path) -> ClassFeatures:
             data = np.asarray(hf["data"][()], dtype=np.float32)
             ids = _decode_ids(hf["video_urls"][()], path)
     except OSError as exc:
-        raise FeatureFileError(f"{path}: cannot read HDF5 file: {exc}") from exc
+        raise FeatureFileError(f"{path}: cannot read HDF5 file ({exc}): the file is truncated or corrupt, "
+                               f"download it again") from exc
     if data.ndim == 1 and data.size == 0:
         data = data.reshape(0, 0)
     if data.ndim != 2:

@@ -29,8 +29,12 @@ class UnsafePickleError(pickle.UnpicklingError):
         self.path, self.module, self.name = path, module, name
         super().__init__(
             f"{path}: refusing to unpickle global {module}.{name} (only plain containers, strings, numbers "
-            f"and numpy arrays/dtypes/scalars are allowed; the file may be corrupt or malicious)"
+            f"and numpy arrays/dtypes/scalars are allowed; the file may be corrupt or malicious: replace it with a "
+            f"copy from a trusted source)"
         )
+
+    def __reduce__(self):  # picklable (e.g. raised in a --jobs worker process): rebuilt from its three fields
+        return (type(self), (self.path, self.module, self.name))
 
 
 def _numpy_core_attr(submodule: str, name: str):
@@ -95,7 +99,8 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
         except UnsafePickleError:
             raise
         except Exception as exc:  # truncated / not a pickle
-            raise pickle.UnpicklingError(f"{path}: cannot unpickle: {type(exc).__name__}: {exc}") from exc
+            raise pickle.UnpicklingError(f"{path}: cannot unpickle ({type(exc).__name__}: {exc}); the file is "
+                                         f"truncated or not a pickle: download it again") from exc
 
 
 def safe_load_npy_dict(path: str | os.PathLike) -> dict:
@@ -123,7 +128,8 @@ def safe_load_npy_dict(path: str | os.PathLike) -> dict:
         except UnsafePickleError:
             raise
         except Exception as exc:
-            raise pickle.UnpicklingError(f"{path}: cannot unpickle: {type(exc).__name__}: {exc}") from exc
+            raise pickle.UnpicklingError(f"{path}: cannot unpickle ({type(exc).__name__}: {exc}); the file is "
+                                         f"truncated or not a pickle: download it again") from exc
     if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.size == 1:
         obj = obj.reshape(()).item()
     if not isinstance(obj, dict):

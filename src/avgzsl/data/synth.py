@@ -385,7 +385,7 @@ def generate_benchmark(
         seed: everything is a deterministic function of the seed.
         feature_set: "main" (audio 512 / video 512) or "cls" (audio 128 / video 4096).
         temporal: also write the per-second (non-averaged) features.
-        progress: show a tqdm bar over classes.
+        progress: show progress over classes (a bar on a terminal, plain lines elsewhere: avgzsl.progress).
         like: instead of `source`, the name of a packaged real benchmark ("UCF", "ActivityNet" or
             "VGGSound", see avgzsl.data.packaged.available()): the same output as `source=` that
             benchmark's real folder, with nothing outside the package.
@@ -464,21 +464,18 @@ def generate_benchmark(
             if c2 == c:
                 ids[c, sub], start = all_ids[start:start + n], start + n
     remaining = {c: sum(1 for c2, _, _ in jobs if c2 == c) for c in classes}
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from avgzsl.progress import progress as progress_display
 
-        bar = tqdm(total=len(classes), desc=f"synth {dataset}/{feature_set}", unit="class")
+    bar = progress_display(total=len(classes), desc=f"synth {dataset}/{feature_set}", unit="class", enabled=progress)
     for c, sub, s in model.sample_many(jobs, spec.duration):
         for m in ("audio", "video"):
             write_averaged_class_file(layout.class_feature_file(root, feature_set, False, m, sub, c), s[f"{m}_avg"], ids[c, sub])
             if temporal:
                 write_temporal_class_file(layout.class_feature_file(root, feature_set, True, m, sub, c), s[m], ids[c, sub], fps=25)
         remaining[c] -= 1
-        if bar is not None and remaining[c] == 0:
+        if remaining[c] == 0:
             bar.update(1)
-    if bar is not None:
-        bar.close()
+    bar.close()
     info["complete"] = True
     marker.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return root

@@ -3,7 +3,9 @@
 This module owns TCaF: its config (`TCaFConfig`), the model (`TCaF`: per-step encoders, token embedding,
 masked multi-modal transformer with a CLS token, projection head), its loss (`tcaf_loss`) and its
 sequence handling (fixed-length crops with the audio crop aligned to the video crop, timestamps,
-attention masks). Faithful to the reference (ExplainableML/TCAF-GZSL) by default; each reference quirk
+attention masks). The audio-visual token encoder (everything before the projection head, with its config
+fields `AVTokenConfig`) is the mixin `AVTokenEncoder`, so that methods built on TCaF's tokens (EZ-AVGZL)
+reuse it. Faithful to the reference (ExplainableML/TCAF-GZSL) by default; each reference quirk
 and each departure is a named `TCaFConfig` field with a one-line reason.
 
 What the reference does, as read from its code (src/model_sequence.py unless said otherwise):
@@ -46,13 +48,15 @@ from avgzsl.methods.base import DataDims, Method, OptimConfig
 from avgzsl.methods.layers import EmbeddingNet, FastDropout
 from avgzsl.methods.registry import register_method
 
-__all__ = ["TCaF", "TCaFConfig", "attention_mask", "crop_starts", "take_window", "tcaf_loss"]
+__all__ = ["AVTokenConfig", "AVTokenEncoder", "TCaF", "TCaFConfig", "attention_mask", "crop_starts", "take_window",
+           "tcaf_loss"]
 
 
 @dataclass
-class TCaFConfig(OptimConfig):
-    """TCaF's hyper-parameters. Defaults: the reference's UCF main-feature run
-    (config/best/best_main/best_ucf.yaml)."""
+class AVTokenConfig(OptimConfig):
+    """TCaF's audio-visual token encoder (`AVTokenEncoder`): per-step encoders, token embedding, CLS
+    transformer and sequence handling; shared by TCaF and methods built on its tokens (EZ-AVGZL).
+    Defaults: the reference's UCF main-feature run (config/best/best_main/best_ucf.yaml)."""
 
     lr: float = 5e-5
     weight_decay: float = 1e-5  # the reference's Adam (optimizer_gen) hard-codes 1e-5
@@ -65,20 +69,12 @@ class TCaFConfig(OptimConfig):
     mlp_dim: int = 128  # transformer_mlp_dim
     embed_dim: int = 64  # transformer_embedding_dim: modality / time / padding embeddings
     fourier_scale: float = 10.0  # transformer_embedding_fourier_scale
-    out_dim: int = 64  # dim_out: the joint space of theta_o and theta_w
-    proj_hidden: int = 512  # decoder_hidden_size: hidden size of O_proj and D_o (0 = one layer)
     # dropouts
     enc_dropout: float = 0.4  # embedding_dropout: A_enc, V_enc
     token_dropout: float = 0.2  # transformer_embedding_dropout: after the token projection
     transformer_dropout: float = 0.3  # transformer_dropout: attention output and feed-forward
-    o_dropout: float = 0.2  # decoder_dropout: O_proj, D_o
-    w_dropout: float = 0.1  # additional_dropout: W_proj, D_w
     # attention pattern (use_self_attention / use_cross_attention); every best config uses "cross"
     attention: Literal["cross", "self", "both"] = "cross"
-    # loss terms (cross_entropy_loss / reg_loss / rec_loss, all on in every best config)
-    ce_loss: bool = True
-    reg_loss: bool = True
-    rec_loss: bool = True
     # sequences: seconds per time step (main: SeLaVi 1 s / 1 s; cls: VGGish 0.96 s / C3D 0.64 s)
     audio_step_seconds: float = 1.0
     video_step_seconds: float = 1.0
@@ -111,6 +107,21 @@ class TCaFConfig(OptimConfig):
     # running) statistics, and the batch's padding changes every sample's output in training. False
     # normalises over real steps only; True reproduces it (and pads fixed-length crops in training).
     bn_stats_with_padding: bool = False
+
+
+@dataclass
+class TCaFConfig(AVTokenConfig):
+    """TCaF's hyper-parameters: the token encoder's (`AVTokenConfig`) and its projection head and loss.
+    Defaults: the reference's UCF main-feature run (config/best/best_main/best_ucf.yaml)."""
+
+    out_dim: int = 64  # dim_out: the joint space of theta_o and theta_w
+    proj_hidden: int = 512  # decoder_hidden_size: hidden size of O_proj and D_o (0 = one layer)
+    o_dropout: float = 0.2  # decoder_dropout: O_proj, D_o
+    w_dropout: float = 0.1  # additional_dropout: W_proj, D_w
+    # loss terms (cross_entropy_loss / reg_loss / rec_loss, all on in every best config)
+    ce_loss: bool = True
+    reg_loss: bool = True
+    rec_loss: bool = True
     # Reference training loop calls get_embeddings on the batch after each step, in train mode: one more
     # BatchNorm running-statistics update of A_enc, V_enc, O_proj, W_proj. A side effect of its logging
     # code that costs ~1/3 of a forward per step; True reproduces it.
@@ -316,24 +327,27 @@ class _Sequences:
     times_v: Tensor
 
 
-# --- the method -----------------------------------------------------------------------------------------
-@register_method("tcaf")
-class TCaF(Method):
-    """Per-step encoders, [CLS; audio; video] cross-attention transformer, CLS -> theta_o; text -> theta_w."""
+# --- the audio-visual token encoder ------------------------------------------------------------------------
+class AVTokenEncoder:
+    """TCaF's audio-visual token encoder, as a mixin of a `Method` whose config is an `AVTokenConfig`.
 
-    Config = TCaFConfig
-    uses_negatives = False
-    feature_kinds = ("temporal",)
+    Per-step encoders A_enc / V_enc, token embedding, [CLS; audio; video] transformer with the attention
+    pattern's mask, and the sequence handling (crops, input scaling, positions). Its modules are attributes
+    of the method itself, so TCaF's parameter names (and checkpoints) stay those of the reference; a method
+    built on TCaF's tokens (EZ-AVGZL) inherits it too instead of copying it.
+    """
 
-    @classmethod
-    def check_config(cls, cfg) -> None:
+    cfg: AVTokenConfig
+
+    @staticmethod
+    def check_encoder_config(m: AVTokenConfig) -> None:
+        """Range checks of the encoder's fields (ConfigError naming the key)."""
         from avgzsl.config import ConfigError
 
-        m = cfg.method
-        for key in ("train_crop_steps", "eval_crop_steps", "enc_hidden", "proj_hidden"):
+        for key in ("train_crop_steps", "eval_crop_steps", "enc_hidden"):
             if getattr(m, key) < 0:
                 raise ConfigError(f"method.{key} must be >= 0 (0 = off), got {getattr(m, key)}")
-        for key in ("depth", "heads", "dim_head", "mlp_dim", "dim", "out_dim", "eval_chunk_size"):
+        for key in ("depth", "heads", "dim_head", "mlp_dim", "dim", "eval_chunk_size"):
             if getattr(m, key) < 1:
                 raise ConfigError(f"method.{key} must be >= 1, got {getattr(m, key)}")
         for key in ("audio_step_seconds", "video_step_seconds", "audio_divisor"):
@@ -342,33 +356,31 @@ class TCaF(Method):
         if m.embed_dim < 2 or m.embed_dim % 2:
             raise ConfigError(f"method.embed_dim must be even and >= 2 (sin / cos halves), got {m.embed_dim}")
 
-    def __init__(self, cfg: TCaFConfig, dims: DataDims):
-        super().__init__(cfg, dims)
+    def build_step_encoders(self, cfg: AVTokenConfig, dims: DataDims) -> None:
+        """A_enc, V_enc: per-step EmbeddingNets to cfg.dim. Refuses averaged features."""
         if not dims.temporal:
-            raise ValueError("TCaF takes temporal features (per-time-step sequences, data.temporal=true), "
-                             "not averaged features")
+            raise ValueError(f"{type(self).__name__} takes temporal features (per-time-step sequences, "
+                             "data.temporal=true), not averaged features")
         enc_hidden = cfg.enc_hidden or None
         self.A_enc = EmbeddingNet(dims.audio_dim, cfg.dim, enc_hidden, cfg.enc_dropout)
         self.V_enc = EmbeddingNet(dims.video_dim, cfg.dim, enc_hidden, cfg.enc_dropout)
-        self.W_proj = EmbeddingNet(dims.text_dim, cfg.out_dim, None, cfg.w_dropout)
-        self.D_w = EmbeddingNet(cfg.out_dim, dims.text_dim, None, cfg.w_dropout)
+
+    def build_transformer(self, cfg: AVTokenConfig) -> None:
+        """CLS token, token embedding and the transformer layers."""
         self.cls_token = nn.Parameter(torch.randn(1, cfg.dim))
         self.embedding = _TokenEmbedding(cfg.dim, cfg.embed_dim, cfg.fourier_scale, cfg.token_dropout)
         self.layers = nn.ModuleList([
             _Layer(cfg.dim, cfg.heads, cfg.dim_head, cfg.mlp_dim, cfg.transformer_dropout)
             for _ in range(cfg.depth)
         ])
-        proj_hidden = cfg.proj_hidden or None
-        self.O_proj = EmbeddingNet(cfg.dim, cfg.out_dim, proj_hidden, cfg.o_dropout)
-        # The reference's D_o ends at transformer_dim and is compared with w: both are 300 there.
-        self.D_o = EmbeddingNet(cfg.out_dim, dims.text_dim, proj_hidden, cfg.o_dropout)
 
     # --- sequences ------------------------------------------------------------------------------------
     def prepare(self, batch: Batch) -> _Sequences:
         """Crop (train: random, eval: centre; audio aligned in seconds), scale audio, normalise video."""
         cfg = self.cfg
         if batch.audio.dim() != 3 or batch.audio_mask is None or batch.video_mask is None:
-            raise ValueError("TCaF needs temporal batches: audio / video [B, T, D], audio_mask, video_mask")
+            raise ValueError(f"{type(self).__name__} needs temporal batches: audio / video [B, T, D], audio_mask, "
+                             "video_mask")
         audio, a_mask, video, v_mask = batch.audio, batch.audio_mask, batch.video, batch.video_mask
         crop_v = cfg.train_crop_steps if self.training else cfg.eval_crop_steps
         if crop_v > 0:
@@ -400,6 +412,15 @@ class TCaF(Method):
         times_v = torch.arange(video.shape[1], device=video.device, dtype=video.dtype) * step_v
         return _Sequences(audio, a_mask, video, v_mask, times_a, times_v)
 
+    def eval_chunks(self, batch: Batch):
+        """The batch in chunks of cfg.eval_chunk_size samples, each without the padding no sample of it needs."""
+        for start in range(0, len(batch), self.cfg.eval_chunk_size):
+            part = slice(start, start + self.cfg.eval_chunk_size)
+            a_mask, v_mask = batch.audio_mask[part], batch.video_mask[part]
+            t_a, t_v = int(a_mask.sum(1).max()), int(v_mask.sum(1).max())  # drop the chunk's extra padding
+            yield Batch(batch.audio[part, :t_a], batch.video[part, :t_v], batch.labels[part],
+                        audio_mask=a_mask[:, :t_a], video_mask=v_mask[:, :t_v])
+
     def _encode_steps(self, enc: EmbeddingNet, x: Tensor, mask: Tensor) -> Tensor:
         """Encoder on the real steps -> [R, dim] in row-major (sample, step) order."""
         if self.cfg.bn_stats_with_padding:
@@ -408,8 +429,8 @@ class TCaF(Method):
         return enc(x[mask])
 
     # --- forward --------------------------------------------------------------------------------------
-    def cls_output(self, seq: _Sequences, all_tokens: bool = False) -> Tensor:
-        """Transformer output of the CLS token, [B, dim] (all_tokens: every packed token, [M, dim])."""
+    def _transformer(self, seq: _Sequences, cls_only: bool) -> tuple[Tensor, _Layout]:
+        """Packed transformer output ([M, dim]; [B, dim] CLS rows only with cls_only) and its layout."""
         a_mask, v_mask = seq.audio_mask, seq.video_mask
         b, t_a = a_mask.shape
         t_v = v_mask.shape[1]
@@ -426,8 +447,57 @@ class TCaF(Method):
         lay = _Layout(b, n, scatter, attention_mask(a_mask, v_mask, self.cfg.attention))
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x, lay, cls_only=(i == last and not all_tokens))
-        return x if all_tokens else x[:b]
+            x = layer(x, lay, cls_only=(i == last and cls_only))
+        return x, lay
+
+    def cls_output(self, seq: _Sequences, all_tokens: bool = False) -> Tensor:
+        """Transformer output of the CLS token, [B, dim] (all_tokens: every packed token, [M, dim])."""
+        x, lay = self._transformer(seq, cls_only=not all_tokens)
+        return x if all_tokens else x[: lay.batch]
+
+    def tokens(self, seq: _Sequences) -> tuple[Tensor, Tensor]:
+        """Every output token in the padded layout [CLS; audio; video]: ([B, N, dim], valid mask [B, N]).
+
+        Padded positions hold zeros and are False in the mask; N = 1 + T_a + T_v of the (cropped) batch.
+        """
+        x, lay = self._transformer(seq, cls_only=False)
+        padded = x.new_zeros(lay.batch * lay.length, x.shape[1]).index_copy(0, lay.scatter, x)
+        cls = torch.ones(lay.batch, 1, dtype=torch.bool, device=x.device)
+        valid = torch.cat([cls, seq.audio_mask, seq.video_mask], 1)
+        return padded.view(lay.batch, lay.length, x.shape[1]), valid
+
+
+# --- the method -----------------------------------------------------------------------------------------
+@register_method("tcaf")
+class TCaF(AVTokenEncoder, Method):
+    """Per-step encoders, [CLS; audio; video] cross-attention transformer, CLS -> theta_o; text -> theta_w."""
+
+    Config = TCaFConfig
+    uses_negatives = False
+    feature_kinds = ("temporal",)
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        from avgzsl.config import ConfigError
+
+        m = cfg.method
+        cls.check_encoder_config(m)
+        if m.proj_hidden < 0:
+            raise ConfigError(f"method.proj_hidden must be >= 0 (0 = off), got {m.proj_hidden}")
+        if m.out_dim < 1:
+            raise ConfigError(f"method.out_dim must be >= 1, got {m.out_dim}")
+
+    def __init__(self, cfg: TCaFConfig, dims: DataDims):
+        super().__init__(cfg, dims)
+        # creation order as before the encoder was a mixin: the same seed gives the same initial weights
+        self.build_step_encoders(cfg, dims)
+        self.W_proj = EmbeddingNet(dims.text_dim, cfg.out_dim, None, cfg.w_dropout)
+        self.D_w = EmbeddingNet(cfg.out_dim, dims.text_dim, None, cfg.w_dropout)
+        self.build_transformer(cfg)
+        proj_hidden = cfg.proj_hidden or None
+        self.O_proj = EmbeddingNet(cfg.dim, cfg.out_dim, proj_hidden, cfg.o_dropout)
+        # The reference's D_o ends at transformer_dim and is compared with w: both are 300 there.
+        self.D_o = EmbeddingNet(cfg.out_dim, dims.text_dim, proj_hidden, cfg.o_dropout)
 
     def _theta_o(self, seq: _Sequences) -> Tensor:
         return self.O_proj(self.cls_output(seq))
@@ -472,13 +542,7 @@ class TCaF(Method):
         if self.training:
             return self._theta_o(self.prepare(batch))
         out = [self.cls_token.new_zeros(0, self.cfg.out_dim)]
-        for start in range(0, len(batch), self.cfg.eval_chunk_size):
-            part = slice(start, start + self.cfg.eval_chunk_size)
-            a_mask, v_mask = batch.audio_mask[part], batch.video_mask[part]
-            t_a, t_v = int(a_mask.sum(1).max()), int(v_mask.sum(1).max())  # drop the chunk's extra padding
-            chunk = Batch(batch.audio[part, :t_a], batch.video[part, :t_v], batch.labels[part],
-                          audio_mask=a_mask[:, :t_a], video_mask=v_mask[:, :t_v])
-            out.append(self._theta_o(self.prepare(chunk)))
+        out += [self._theta_o(self.prepare(chunk)) for chunk in self.eval_chunks(batch)]
         return torch.cat(out)
 
     def embed_classes(self, class_text: Tensor) -> Tensor:

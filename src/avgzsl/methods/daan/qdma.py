@@ -160,7 +160,8 @@ class QDMA(nn.Module):
             self.n_tokens, token_dim = None, in_dim
         else:
             if in_dim % n_tokens:
-                raise ValueError(f"feature size {in_dim} is not divisible by n_tokens = {n_tokens}")
+                raise ValueError(f"feature size {in_dim} is not divisible by n_tokens = {n_tokens} (method.n_tokens): "
+                                 f"choose a divisor of {in_dim}")
             self.n_tokens, token_dim = n_tokens, in_dim // n_tokens
         if pos_emb == "auto":
             pos_emb = "sinusoidal" if temporal else "learned"
@@ -172,7 +173,8 @@ class QDMA(nn.Module):
         self.pos = nn.Parameter(torch.randn(n_tokens, token_dim) * 0.02) if pos_emb == "learned" else None
         attn_dim = attn_dim or token_dim
         if token_residual and attn_dim != token_dim:
-            raise ValueError(f"token_residual needs attn_dim == token size ({token_dim}), got attn_dim = {attn_dim}")
+            raise ValueError(f"token_residual needs attn_dim == token size ({token_dim}), got attn_dim = {attn_dim}: "
+                             f"set method.attn_dim=0 (the token size) or method.token_residual=false")
         self.token_residual = token_residual
         self.prenorm = nn.LayerNorm(token_dim) if prenorm else nn.Identity()
         self.attn = DifferentialAttention(token_dim, attn_dim, heads, beta)
