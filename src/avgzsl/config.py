@@ -443,11 +443,16 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _comparable(tree: dict) -> dict:
-    """A config dict as it computes: runs saved before data.class_embeddings existed used the text embeddings,
-    and CEO's settings (data.ceo.*) change nothing unless data.class_embeddings is ceo."""
+    """A config dict as it computes. A config saved before a setting existed is completed with that setting's
+    default (which is what the run did: new settings default to the earlier behaviour) by rebuilding it;
+    runs saved before data.class_embeddings existed used the text embeddings; and CEO's settings (data.ceo.*)
+    change nothing unless data.class_embeddings is ceo."""
     import copy
 
-    tree = copy.deepcopy(tree)
+    try:
+        tree = config_from_dict(tree).to_dict()
+    except (ConfigError, KeyError, TypeError, ValueError):
+        tree = copy.deepcopy(tree)  # a key this version no longer knows: compare the dicts as they are
     data = tree.get("data")
     if isinstance(data, dict):
         data.setdefault("class_embeddings", "text")
