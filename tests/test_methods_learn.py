@@ -67,3 +67,13 @@ def test_daan_literal_qdma_loses_the_per_second_signal_that_the_default_keeps(be
     # the literal reading fails the learning criteria above, the default meets them
     assert literal["test"]["ZSL"] < 2 * CHANCE_ZSL and literal["test"]["S"] < 4 * CHANCE_S, literal["test"]
     assert default["test"]["ZSL"] >= 2 * CHANCE_ZSL and default["test"]["S"] >= 4 * CHANCE_S, default["test"]
+
+
+@pytest.mark.parametrize("variant", list(get_method("daan").ablation_variants()))
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_daan_ablation_variant_learns(variant, kind, benchmarks, tmp_path):
+    overrides = {"train": SCHEDULE, "data": {"temporal": kind == "temporal"},
+                 "method": {"lr": 1e-3, **get_method("daan").ablation_variants()[variant]}}
+    res = run_protocol(build_config("daan", "UCF", overrides), benchmarks[kind], tmp_path)
+    assert res["test"]["ZSL"] >= 2 * CHANCE_ZSL, res["test"]
+    assert res["test"]["S"] >= 4 * CHANCE_S, res["test"]
