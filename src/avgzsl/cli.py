@@ -62,6 +62,13 @@ def _data_args(p: argparse.ArgumentParser, root_required: bool = True) -> None:
                    help="start runs again whose folders under --out hold earlier runs (else that is an error)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at once, in worker processes that split the cores between them")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="every run a task of a Ray cluster (pip install 'avgzsl[ray]'): a local one without "
+                        "ADDRESS, else the cluster at ADDRESS (auto, host:6379); put it after the overrides")
+    p.add_argument("--cpus-per-run", type=float, default=None,
+                   help="with --ray: CPUs of each run, also its torch threads (default 1)")
+    p.add_argument("--gpus-per-run", type=float, default=None,
+                   help="with --ray: GPUs of each run (default 0; > 0 trains on cuda, fractions share a GPU)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=15 method.embedding_dropout=0.1")
 
 
@@ -85,6 +92,11 @@ def _overrides(args) -> list[str]:
     if args.quiet:
         out.append("train.progress=false")
     return out + list(args.overrides)
+
+
+def _ray_args(args) -> dict:
+    """--ray / --cpus-per-run / --gpus-per-run as keywords of the experiments API (checked there)."""
+    return {"ray": args.ray, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run}
 
 
 def _print_run(results: dict) -> None:
@@ -168,7 +180,8 @@ def cmd_run(args) -> int:
     out = Path(args.out or f"runs/{args.method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     results = experiments.run(args.method, args.dataset, args.root, seeds=args.seeds or [args.seed], out=out,
                               overrides=_overrides(args), config_file=args.config, label=args.label,
-                              resume=args.resume, overwrite=args.overwrite, jobs=args.jobs, on_result=_print_run)
+                              resume=args.resume, overwrite=args.overwrite, jobs=args.jobs, on_result=_print_run,
+                              **_ray_args(args))
     if len(results) > 1:
         print(markdown_table(aggregate(results)))
     print(f"run directory: {out}")
@@ -216,7 +229,7 @@ def cmd_ablate(args) -> int:
     rows = experiments.ablate(args.method, args.dataset, args.root, variants=args.variants, baselines=args.baseline,
                               seeds=args.seeds, out=args.out, overrides=_overrides(args), config_file=args.config,
                               resume=args.resume, overwrite=args.overwrite, reference=args.reference, jobs=args.jobs,
-                              on_result=_print_run)
+                              on_result=_print_run, **_ray_args(args))
     print(markdown_table(rows))
     print(f"wrote {Path(args.out) / 'ablation.md'}")
     return 0
@@ -227,7 +240,7 @@ def cmd_sweep(args) -> int:
 
     experiments.sweep(args.method, args.key, args.values, args.dataset, args.root, seeds=args.seeds, out=args.out,
                       overrides=_overrides(args), config_file=args.config, resume=args.resume,
-                      overwrite=args.overwrite, jobs=args.jobs,
+                      overwrite=args.overwrite, jobs=args.jobs, **_ray_args(args),
                       on_result=_print_run)
     out = Path(args.out)
     print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
@@ -241,7 +254,7 @@ def cmd_compare(args) -> int:
     report = experiments.compare(args.methods, args.dataset, args.root, seeds=args.seeds, out=args.out,
                                  overrides=_overrides(args), resume=args.resume, overwrite=args.overwrite,
                                  reference=args.reference or None,
-                                 jobs=args.jobs,
+                                 jobs=args.jobs, **_ray_args(args),
                                  on_result=_print_run)
     print(compare_markdown(report))
     out = Path(args.out)

@@ -184,8 +184,11 @@ def execute(
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
     keep_going: bool = False,
+    ray: str | bool | None = None,
+    cpus_per_run: float | None = None,
+    gpus_per_run: float | None = None,
 ) -> tuple[list[dict | None], list[JobFailure]]:
-    """Run `jobs`, n_jobs at a time; results in job order.
+    """Run `jobs`, n_jobs at a time (or as tasks of a Ray cluster); results in job order.
 
     Every run directory is checked first (`plan_run`), before anything trains: with `resume` finished runs
     are reused and unfinished ones continue from their last epoch; `overwrite` starts them again.
@@ -195,9 +198,28 @@ def execute(
     workers (train.num_threads = cores // n_jobs where it was left at 0): runs side by side that each take
     every core oversubscribe the machine many times over. One progress line per finished run.
     A run that raises is returned as a JobFailure when keep_going, else re-raised once the others finished.
+
+    ray: None (here), "local" or True (a Ray instance started on this machine), or a cluster's address
+    ("auto", "host:6379"): every run is then a task of that cluster with cpus_per_run CPUs (default 1, also
+    its torch threads where train.num_threads is 0) and gpus_per_run GPUs (default 0; > 0 runs it on
+    "cuda"), see `avgzsl.ray_backend`. Planning, run directories and failures are as above.
     """
     if n_jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {n_jobs}")
+    if ray is False:
+        ray = None
+    if ray is None and (cpus_per_run is not None or gpus_per_run is not None):
+        raise ConfigError("--cpus-per-run and --gpus-per-run are resources of Ray tasks: use them with --ray")
+    if ray is not None:
+        if n_jobs != 1:
+            raise ConfigError("--jobs and --ray exclude each other: Ray runs as many runs at once as its CPUs "
+                              "and GPUs hold (see --cpus-per-run, --gpus-per-run)")
+        from avgzsl.ray_backend import prepare_jobs
+
+        ray = "local" if ray is True else str(ray)
+        cpus_per_run = 1.0 if cpus_per_run is None else float(cpus_per_run)
+        gpus_per_run = 0.0 if gpus_per_run is None else float(gpus_per_run)
+        prepare_jobs(jobs, ray, cpus_per_run, gpus_per_run)  # checks; the config each run saves: before planning
     results: list[dict | None] = [None] * len(jobs)
     if len({j.run_dir.resolve() for j in jobs}) < len(jobs):
         raise ConfigError("two runs of this experiment would share one run directory")
@@ -214,6 +236,12 @@ def execute(
         else:
             todo.append(i)
     failures: list[JobFailure] = []
+    if ray is not None and todo:
+        from avgzsl.ray_backend import run_on_ray
+
+        errors = run_on_ray(jobs, todo, plans, results, address=ray, cpus_per_run=cpus_per_run,
+                            gpus_per_run=gpus_per_run, on_result=on_result)
+        return results, _failures(jobs, errors, keep_going)
     if n_jobs <= 1 or len(todo) <= 1:
         store = benchmarks or BenchmarkStore()
         for i in todo:
@@ -242,7 +270,8 @@ def execute(
     with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_job, jobs[i], None, plans[i] == "continue"): i for i in todo}
         bar = progress(total=len(todo), desc=f"runs ({n_jobs} at a time)", unit="run", every=60)
-        for fut in as_completed(futures):
+        t0 = time.perf_counter()
+        for done, fut in enumerate(as_completed(futures), 1):
             i = futures[fut]
             bar.update(1)
             try:
@@ -253,16 +282,38 @@ def execute(
                 continue
             r = results[i]
             bar.write(f"finished {jobs[i].run_dir}: HM {r['test']['HM']:.2f} ZSL {r['test']['ZSL']:.2f} "
-                      f"({r['seconds']['total']:.0f} s)")
+                      f"({r['seconds']['total']:.0f} s) [{count_line(done, len(todo), t0)}]")
             if on_result is not None:
                 on_result(r)
         bar.close()
+    return results, failures + _failures(jobs, errors, keep_going)
+
+
+def _failures(jobs: list[RunJob], errors: list[tuple[int, BaseException]], keep_going: bool) -> list[JobFailure]:
+    """The runs that raised in workers, as JobFailures (keep_going), else the first one raised, saying how
+    many failed (after the others finished)."""
     if errors and not keep_going:
         i, exc = errors[0]
         raise type(exc)(f"{len(errors)} run(s) failed; the first, {jobs[i].run_dir}: {exc}") if isinstance(
             exc, (ValueError, FileNotFoundError, RuntimeError)) else exc
-    failures += [JobFailure(jobs[i], f"{type(e).__name__}: {e}".splitlines()[0]) for i, e in errors]
-    return results, failures
+    return [JobFailure(jobs[i], f"{type(e).__name__}: {e}".splitlines()[0]) for i, e in errors]
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '3 min 20 s', '2 h 05 min'."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def count_line(done: int, total: int, t0: float) -> str:
+    """'3/12 runs, 1 min 20 s, about 3 min 40 s left' (left: the runs to go at the pace so far)."""
+    elapsed = time.perf_counter() - t0
+    left = f", about {duration(elapsed / done * (total - done))} left" if 0 < done < total else ""
+    return f"{done}/{total} runs, {duration(elapsed)}{left}"
 
 
 def _group_results(jobs: list[RunJob], results: list[dict | None]) -> dict[str, list[dict]]:
@@ -291,6 +342,9 @@ def run(
     jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
+    ray: str | bool | None = None,
+    cpus_per_run: float | None = None,
+    gpus_per_run: float | None = None,
 ) -> list[dict]:
     """Run the two-stage protocol once per seed and return each run's results (results.json's content).
 
@@ -307,6 +361,9 @@ def run(
         overwrite: start the seeds' runs again even where their folders hold runs (without resume or
             overwrite, a folder holding a run is an error).
         jobs: runs at once, in worker processes that share the cores (see `execute`).
+        ray, cpus_per_run, gpus_per_run: run every run as a task of a Ray cluster instead ("local" or True: one
+            started on this machine; an address joins a running cluster), with these resources per run
+            (see `execute`; the same keywords in ablate, sweep and compare).
         benchmarks: share loaded benchmarks with other calls (one load for many runs).
         on_result: called with each run's results as soon as it finishes.
 
@@ -319,7 +376,8 @@ def run(
     out = Path(out) if out is not None else Path(f"runs/{method}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     per_seed = len(seeds) > 1 if seed_dirs is None else seed_dirs
     todo = _jobs(method, dataset, _override_list(root, overrides), config_file, seeds, out, label, per_seed)
-    results, _ = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=benchmarks, on_result=on_result)
+    results, _ = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=benchmarks, on_result=on_result,
+                         ray=ray, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     return results
 
 
@@ -341,6 +399,9 @@ def ablate(
     jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
+    ray: str | bool | None = None,
+    cpus_per_run: float | None = None,
+    gpus_per_run: float | None = None,
 ) -> list[dict]:
     """The method's ablation variants (its `ablation_variants()`), and baseline methods, over seeds.
 
@@ -371,7 +432,8 @@ def ablate(
     for n in names:
         todo += _jobs(method, dataset, _with(ov, {"method": declared[n]}), config_file, seeds,
                       out / n.replace("+", "_"), n, True)
-    results, _ = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=benchmarks, on_result=on_result)
+    results, _ = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=benchmarks, on_result=on_result,
+                         ray=ray, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     groups = _group_results(todo, results)
     rows = aggregate([r for r in results if r is not None])
     add_differences(rows, groups, reference)
@@ -399,6 +461,9 @@ def sweep(
     jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
+    ray: str | bool | None = None,
+    cpus_per_run: float | None = None,
+    gpus_per_run: float | None = None,
 ) -> list[dict]:
     """One config key over values x seeds: writes out/sweep.csv and out/sweep.png (Figure-3 style),
     returns one aggregated row per value (with its "value")."""
@@ -413,7 +478,8 @@ def sweep(
     for t in texts:
         todo += _jobs(method, dataset, _with(ov, parse_overrides([f"{key}={t}"])), config_file, seeds,
                       out / f"{key}={t}", f"{key}={t}", True)
-    results, _ = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=benchmarks, on_result=on_result)
+    results, _ = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=benchmarks, on_result=on_result,
+                         ray=ray, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     groups = _group_results(todo, results)
     rows = []
     for t in texts:
@@ -441,6 +507,9 @@ def compare(
     jobs: int = 1,
     benchmarks: BenchmarkStore | None = None,
     on_result: OnResult = None,
+    ray: str | bool | None = None,
+    cpus_per_run: float | None = None,
+    gpus_per_run: float | None = None,
 ) -> dict:
     """Several methods, each at its own reference config (+ `overrides`), over the same seeds.
 
@@ -472,7 +541,7 @@ def compare(
         configs[m] = method_jobs[0].cfg
         todo += method_jobs
     results, failures = execute(todo, n_jobs=jobs, resume=resume, overwrite=overwrite, benchmarks=store, on_result=on_result,
-                                keep_going=True)
+                                keep_going=True, ray=ray, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     failed += [{"method": f.job.group, "run": str(f.job.run_dir), "reason": f.error} for f in failures]
     groups = _group_results(todo, results)
     rows = []

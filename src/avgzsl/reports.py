@@ -222,7 +222,8 @@ def compare_markdown(report: dict) -> str:
         lines.append(note.rstrip("\n"))
     if report.get("failed"):
         lines += ["", "Could not run:", ""]
-        lines += [f"- {f['method']}: {f['reason']}" for f in report["failed"]]
+        lines += [f"- {f['method']}" + (f" ({f['run']})" if f.get("run") else "") + f": {f['reason']}"
+                  for f in report["failed"]]
     return "\n".join(lines) + "\n"
 
 
