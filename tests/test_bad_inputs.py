@@ -677,6 +677,10 @@ def test_keyboard_interrupt_is_one_line_with_exit_130(monkeypatch, capsys):
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
 def test_real_process_ctrl_c_during_training_exits_130_without_traceback(base_benchmark, tmp_path):
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # A suite started in the background of a non-interactive shell (`pytest &`) inherits SIGINT ignored, and
+        # so does the child: no Ctrl-C can reach it, as none reaches a backgrounded `avgzsl run` either.
+        pytest.skip("SIGINT is ignored in this process (a suite started with `&` from a script)")
     out = tmp_path / "run"
     proc = _cli("run", "--method", "avca", "--dataset", DATASET, "--root", str(base_benchmark), "--out", str(out),
                 "--quiet", "train.epochs=50", "train.n_batches=500", "train.batch_size=16", "train.num_threads=1")
