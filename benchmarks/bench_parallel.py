@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from avgzsl.experiments import usable_cores
+
 MODES = {"sequential": ["--jobs", "1"], "jobs2": ["--jobs", "2"], "ray": ["--ray"]}
 SCHEDULE = ["train.epochs=3", "train.n_batches=50"]
 
@@ -101,7 +103,7 @@ def main() -> int:
         "what": f"avgzsl compare, {len(args.methods)} methods x {len(args.seeds)} seeds",
         "methods": args.methods, "seeds": args.seeds, "dataset": args.dataset, "root": str(args.root),
         "overrides": SCHEDULE + args.set,
-        "machine": {"cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "machine": {"cpus": usable_cores(),
                     "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
                     "python": platform.python_version(), "platform": platform.platform()},
         "ways": ways,

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from avgzsl.config import RESUME_IGNORES, config_differences
-from avgzsl.reports import (METRICS, aggregate, fmt_difference, fmt_mean_std, load_results, paired_difference,
-                            row_name, run_config)
+from avgzsl.reports import (METRICS, aggregate, fmt_difference, fmt_mean_std, load_results, mean_std,
+                            paired_difference, row_name, run_config)
 
 
 def by_method(folder: Path) -> dict[str, list[dict]]:
@@ -51,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"method": m, "seeds": sorted(r["seed"] for r in on[m])}
         for side, runs in (("off", off[m]), ("on", on[m])):
             for k in METRICS:
-                vals = [float(r["test"][k]) for r in runs]
-                mean = sum(vals) / len(vals)
-                std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
-                row[f"{k}_{side}"] = [mean, std, len(vals)]
+                row[f"{k}_{side}"] = [*mean_std([float(r["test"][k]) for r in runs]), len(runs)]
         for k in ("HM", "ZSL"):
             row[f"d{k}"] = paired_difference(on[m], off[m], k)
         rows.append(row)

@@ -121,7 +121,20 @@ def finished_run(run_dir: Path, cfg: RunConfig) -> dict | None:
     """results.json of a finished run in run_dir made with the same config, else None (see `plan_run`)."""
     if plan_run(run_dir, cfg, resume=True) != "reuse":
         return None
-    return json.loads((Path(run_dir) / "results.json").read_text())
+    return read_finished(run_dir)
+
+
+def read_finished(run_dir: Path) -> dict:
+    """results.json of the finished run in run_dir, with its "run_dir"."""
+    res = json.loads((Path(run_dir) / "results.json").read_text())
+    res.setdefault("run_dir", str(run_dir))
+    return res
+
+
+def finished_line(job: RunJob, res: dict, done: int, total: int, t0: float) -> str:
+    """The progress line of a finished run: its folder, test HM / ZSL, seconds, and the overall count."""
+    return (f"finished {job.run_dir}: HM {res['test']['HM']:.2f} ZSL {res['test']['ZSL']:.2f} "
+            f"({res['seconds']['total']:.0f} s) [{count_line(done, total, t0)}]")
 
 
 # --- jobs: one protocol run each, executed here or by worker processes ------------------------------------
@@ -228,8 +241,7 @@ def execute(
     for i, (job, plan) in enumerate(zip(jobs, plans)):
         if plan == "reuse":
             LOG.info("reusing the finished run %s", job.run_dir)
-            res = json.loads((job.run_dir / "results.json").read_text())
-            res.setdefault("run_dir", str(job.run_dir))
+            res = read_finished(job.run_dir)
             results[i] = res
             if on_result is not None:
                 on_result(res)
@@ -280,11 +292,9 @@ def execute(
                 errors.append((i, exc))
                 LOG.warning("run %s failed: %s", jobs[i].run_dir, exc)
                 continue
-            r = results[i]
-            bar.write(f"finished {jobs[i].run_dir}: HM {r['test']['HM']:.2f} ZSL {r['test']['ZSL']:.2f} "
-                      f"({r['seconds']['total']:.0f} s) [{count_line(done, len(todo), t0)}]")
+            bar.write(finished_line(jobs[i], results[i], done, len(todo), t0))
             if on_result is not None:
-                on_result(r)
+                on_result(results[i])
         bar.close()
     return results, failures + _failures(jobs, errors, keep_going)
 

@@ -158,7 +158,7 @@ def run_on_ray(jobs: list, todo: list[int], plans: list[str], results: list[dict
     ray = require_ray()
     from ray.exceptions import RayError, RayTaskError
 
-    from avgzsl.experiments import count_line, plan_run
+    from avgzsl.experiments import count_line, finished_line, plan_run, read_finished
     from avgzsl.progress import progress
 
     started = connect(address)
@@ -232,13 +232,12 @@ def run_on_ray(jobs: list, todo: list[int], plans: list[str], results: list[dict
                     resume[i] = plan == "continue"
                     queue.insert(0, i)
                     continue
-                res = _read_results(job)
+                res = read_finished(job.run_dir)
             results[i] = res
             idle.append(actor)
             done += 1
             bar.update(1)
-            bar.write(f"finished {job.run_dir}: HM {res['test']['HM']:.2f} ZSL {res['test']['ZSL']:.2f} "
-                      f"({res['seconds']['total']:.0f} s) [{count_line(done, len(todo), t0)}]")
+            bar.write(finished_line(job, res, done, len(todo), t0))
             if on_result is not None:
                 on_result(res)
         bar.close()
@@ -268,11 +267,3 @@ def _replan(plan_run, job) -> str:
         # The folder still holds another config's run that this one was told to --overwrite: the worker died
         # before it started the run over.
         return "fresh"
-
-
-def _read_results(job) -> dict:
-    import json
-
-    res = json.loads((job.run_dir / "results.json").read_text())
-    res.setdefault("run_dir", str(job.run_dir))
-    return res
