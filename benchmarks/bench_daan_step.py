@@ -1,4 +1,4 @@
-"""Seconds per DAAN training step with CSGM full / vc / off, and the Base, at a dataset's settings.
+"""Seconds per DAAN training step with CSGM full / vc / off, the Base and AVCA, at a dataset's settings.
 
     PYTHONPATH=src python benchmarks/bench_daan_step.py [--dataset UCF] [--steps 20] [--rounds 3] [--threads 0]
         [--set method.token_residual=true method.pool=flatten]   (config overrides for every variant)
@@ -22,7 +22,7 @@ import torch
 
 from avgzsl.config import build_config
 from avgzsl.data.types import Batch
-from avgzsl.methods import DataDims
+from avgzsl.methods import DataDims, get_method
 from avgzsl.methods.daan import DAAN
 
 VARIANTS = {
@@ -31,6 +31,7 @@ VARIANTS = {
     "csgm_off": {"csgm": "off"},
     "base": {"use_qdma": False, "csgm": "off"},
 }
+REFERENCE = "avca"  # timed in the same rounds at its own config: the "DAAN step <= 2x AVCA" target
 
 
 def random_batch(b: int, device, g: torch.Generator) -> Batch:
@@ -81,22 +82,28 @@ def main() -> None:
     device = torch.device(args.device)
 
     models, opts, batches = {}, {}, {}
-    for name, over in VARIANTS.items():
-        cfg = build_config("daan", args.dataset, args.set + [f"method.{k}={v}" for k, v in over.items()])
-        torch.manual_seed(0)
-        model = DAAN(cfg.method, DataDims(512, 512, 300)).to(device).train()
+    for name, over in [*VARIANTS.items(), (REFERENCE, None)]:
+        if over is None:  # AVCA at its own config (of the --set overrides only train.* apply to it)
+            cfg = build_config(REFERENCE, args.dataset, [s for s in args.set if s.startswith("train.")])
+            torch.manual_seed(0)
+            model = get_method(REFERENCE)(cfg.method, DataDims(512, 512, 300)).to(device).train()
+        else:
+            cfg = build_config("daan", args.dataset, args.set + [f"method.{k}={v}" for k, v in over.items()])
+            torch.manual_seed(0)
+            model = DAAN(cfg.method, DataDims(512, 512, 300)).to(device).train()
         models[name], opts[name] = model, model.configure_optimizer()
         g = torch.Generator().manual_seed(1)
         batches[name] = [random_batch(cfg.train.batch_size, device, g) for _ in range(4)]
         for i in range(args.warmup):
             model.optimization_step(batches[name][i % 4], opts[name])
     batch_size = cfg.train.batch_size
+    names = [*VARIANTS, REFERENCE]
     csgm_own: list[float] = []
     time_csgm_calls(models["csgm_full"], device, csgm_own)
 
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds):
-        for name in VARIANTS:
+        for name in names:
             model, opt, bs = models[name], opts[name], batches[name]
             sync(device)
             t0 = time.perf_counter()
@@ -115,6 +122,7 @@ def main() -> None:
         "ratio_full_over_off": round(med["csgm_full"] / med["csgm_off"], 3),
         "ratio_vc_over_off": round(med["csgm_vc"] / med["csgm_off"], 3),
         "ratio_off_over_base": round(med["csgm_off"] / med["base"], 3),
+        "ratio_full_over_avca": round(med["csgm_full"] / med[REFERENCE], 3),
     }
     print(json.dumps(report, indent=2))
     if args.out:

@@ -75,3 +75,23 @@ def test_rows_count_early_epochs_beta_at_the_grid_edge_and_hubs():
     assert (row["early"], row["beta_edge"], row["hub"]) == (1, 1, pytest.approx(0.4))
     line = next(x for x in markdown_table([row]).splitlines() if x.startswith("| m |"))
     assert "| 1/2 | 1/2 | 0.40 |" in line
+
+
+def test_load_results_passes_over_reports_among_the_paths(tmp_path):
+    import json
+
+    from avgzsl.reports import load_results
+
+    for seed in (0, 1):
+        run = tmp_path / "daan" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(_res("daan", seed, 20.0 + seed)))
+    (tmp_path / "ablation.md").write_text("| model |\n")
+    (tmp_path / "ablation.json").write_text(json.dumps({"rows": [{"label": "daan"}]}))
+    paths = sorted(tmp_path.iterdir())  # what a shell's `folder/*` names
+    found = load_results(paths)
+    assert sorted(r["seed"] for r in found) == [0, 1]
+    broken = tmp_path / "daan" / "seed1" / "results.json"
+    broken.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_results([broken])

@@ -85,6 +85,10 @@ class DataConfig:
     # every other method: text), resolved when the config is built
     class_embeddings: Literal["text", "ceo"] | None = None
     ceo: CEOConfig = field(default_factory=CEOConfig)
+    # z-score every audio and video feature dimension with stage-1 train's mean and std before any method sees
+    # them (the linear reference does this itself). Off: the features as the benchmark ships them, as every
+    # reference does. A linear-gap probe (issue 12): README "The linear gap".
+    standardise: bool = False
 
 
 @dataclass
@@ -104,6 +108,10 @@ class TrainConfig:
     # Extend the grid with its own step while the best val HM sits at its top (up to 9x its length), so that
     # the data, not the grid's edge, picks beta. Off: the reference grid, as AVCA and TCaF.
     beta_extend: bool = False
+    # Scoring only (training is untouched): "l2" compares sample and class embeddings by L2, as every
+    # reference; "cosine" L2-normalises both first (a linear-gap probe, issue 12). Methods with their own
+    # distances (CJME, AVGZSLNet, EZ-AVGZL) take "l2" only.
+    score_distance: Literal["l2", "cosine"] = "l2"
     eval_batch_size: int = 4096
     # "best" (stage-1 best + stage-2 test model), "all" (every epoch) or "none"
     save_checkpoints: Literal["best", "all", "none"] = "best"
@@ -354,6 +362,9 @@ def check_config(cfg: RunConfig) -> RunConfig:
                           + (" (--temporal)" if other == "temporal" else " (drop --temporal)"))
     if cfg.data.class_embeddings is None:
         cfg.data.class_embeddings = method_cls.default_class_embeddings(cfg)
+    if t.score_distance != "l2" and not method_cls.scores_by_embeddings():
+        raise ConfigError(f"train.score_distance={t.score_distance}: method {cfg.method_name} computes its own "
+                          f"distances, not L2 between embeddings; use train.score_distance=l2")
     _check_ceo(cfg.data.ceo)
     _check_method_ranges(cfg)
     method_cls.check_config(cfg)
@@ -428,8 +439,10 @@ def config_from_dict(tree: dict) -> RunConfig:
     return check_config(apply_tree(cfg, tree))
 
 
-# Settings that do not change what a run computes: a finished run may be reused across them.
-RESUME_IGNORES = frozenset({"train.progress", "train.num_threads", "data.cache_dir"})
+# Settings that do not change what a run computes: a finished run may be reused across them, and an unfinished
+# one continued (the device and the thread count change floating-point rounding only, so a run continued on
+# another one is not bit-identical to one that never stopped; a killed GPU run may go on on a CPU).
+RESUME_IGNORES = frozenset({"train.progress", "train.num_threads", "train.device", "data.cache_dir"})
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -49,8 +49,11 @@ def build_method(cfg: RunConfig, bench: Benchmark) -> Method:
 
 
 @torch.no_grad()
-def phase_distances(method: Method, phase: Phase, class_text: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
-    """[N, C] distances of the phase's samples to its search space (columns: phase.classes)."""
+def phase_distances(method: Method, phase: Phase, class_text: torch.Tensor, batch_size: int, device: str,
+                    normalise: bool = False) -> torch.Tensor:
+    """[N, C] distances of the phase's samples to its search space (columns: phase.classes); normalise:
+    between L2-normalised embeddings (train.score_distance=cosine, methods with the default distances)."""
+    kw = {"normalise": True} if normalise else {}
     was_training = method.training
     method.eval()
     text = class_text[phase.classes].to(device)
@@ -58,7 +61,7 @@ def phase_distances(method: Method, phase: Phase, class_text: torch.Tensor, batc
     out = []
     for start in range(0, n, batch_size):
         index = torch.arange(start, min(n, start + batch_size))
-        out.append(method.distances(phase.samples.batch(index).to(device), text).float().cpu())
+        out.append(method.distances(phase.samples.batch(index).to(device), text, **kw).float().cpu())
     method.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, phase.classes.numel())
 
@@ -68,7 +71,8 @@ def score_phase(
 ) -> GZSLScores:
     """Scores of the phase: beta searched on the config's grid (extended with train.beta_extend), or the
     given `betas` (the test phase: stage 1's beta)."""
-    dist = phase_distances(method, phase, bench.text, cfg.train.eval_batch_size, cfg.train.device)
+    dist = phase_distances(method, phase, bench.text, cfg.train.eval_batch_size, cfg.train.device,
+                           normalise=cfg.train.score_distance == "cosine")
     if betas is not None:
         return gzsl_scores(dist, phase.samples.labels, phase.seen, phase.unseen, betas, class_ids=phase.classes)
     return calibrate(dist, phase.samples.labels, phase.seen, phase.unseen, beta_grid(*cfg.train.beta_grid),
@@ -194,6 +198,8 @@ def _training_state(stage: int, epoch: int, method: Method, optimizer, scheduler
             "python": random.getstate(),
             "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
             "torch": torch.get_rng_state(),
+            # GPU dropout draws from CUDA's generators (FastDropout): a resumed GPU run continues them
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
             "sampler": generator.get_state(),
             "dropout": dropout_rng_state(),
         },
@@ -213,11 +219,13 @@ def _restore_state(state: dict, method: Method, optimizer, scheduler, generator:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]
+    rng = _on_cpu(state["rng"])  # a state loaded with map_location=cuda has its generator states there too
     random.setstate(_tuples(rng["python"]))
     kind, keys, *rest = rng["numpy"]
     np.random.set_state((kind, keys.numpy(), *rest))
     torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and torch.cuda.is_available() and len(rng["cuda"]) <= torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     generator.set_state(rng["sampler"])
     set_dropout_rng_state(rng["dropout"])
     saved = state["result"]
@@ -225,6 +233,16 @@ def _restore_state(state: dict, method: Method, optimizer, scheduler, generator:
     result.best_val = None if saved["best_val"] is None else GZSLScores(**saved["best_val"])
     result.seconds = saved["seconds"]
     return int(state["epoch"])
+
+
+def _on_cpu(x):
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: _on_cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_on_cpu(v) for v in x)
+    return x
 
 
 def _tuples(x):

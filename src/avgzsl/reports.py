@@ -13,10 +13,15 @@ METRICS = ("S", "U", "HM", "ZSL")
 
 
 def load_results(paths: Iterable[str | Path]) -> list[dict]:
-    """results.json of every run under `paths` (a run dir, a results.json, or a folder of runs)."""
+    """results.json of every run under `paths` (a run dir, a results.json, or a folder of runs).
+
+    Other files among `paths` are passed over (a shell's `folder/*` also names ablation.md, compare.json, ...).
+    """
     found: list[dict] = []
     for p in paths:
         p = Path(p)
+        if p.is_file() and p.suffix != ".json":
+            continue
         files = [p] if p.is_file() else sorted(p.rglob("results.json"))
         for f in files:
             try:
@@ -24,6 +29,8 @@ def load_results(paths: Iterable[str | Path]) -> list[dict]:
                     res = json.load(fh)
             except ValueError as exc:
                 raise ValueError(f"{f} is not valid JSON ({exc}); rerun that run or remove it") from None
+            if f.name != "results.json" and not (isinstance(res, dict) and "test" in res and "method" in res):
+                continue  # another report (ablation.json, compare.json), not a run's results
             res.setdefault("run_dir", str(f.parent))
             found.append(res)
     return found

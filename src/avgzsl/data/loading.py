@@ -564,13 +564,42 @@ def load_benchmark(
 
 def _class_embeddings(bench: Benchmark, cfg: DataConfig) -> Benchmark:
     """cfg.class_embeddings applied to the loaded (or cached) benchmark: CEO's class table and figures with
-    "ceo" (avgzsl.ceo, cached on its own), the text embeddings as they are with "text"."""
+    "ceo" (avgzsl.ceo, cached on its own), the text embeddings as they are with "text"; then cfg.standardise."""
     from avgzsl.ceo import apply_class_embeddings
 
-    return apply_class_embeddings(bench, cfg)
+    bench = apply_class_embeddings(bench, cfg)
+    return standardise_features(bench) if getattr(cfg, "standardise", False) else bench
+
+
+def standardise_features(bench: Benchmark) -> Benchmark:
+    """A copy of `bench` whose audio and video features are z-scored per dimension with the mean and std of
+    stage-1 train (every time step of per-second features counts once; padding is added later, by masks).
+
+    Stage-1 train is the one split that every phase may look at: its statistics carry nothing of stage-1 val
+    or of test, so the protocol stays inductive. The cache keeps the raw features (applied after it).
+    """
+    train = bench.phases["stage1_train"].samples
+    stats = {}
+    for mod in ("audio", "video"):
+        values = getattr(train, mod).values.double()
+        stats[mod] = (values.mean(0), values.std(0).clamp_min(1e-6))
+
+    def z(f: Features, mod: str) -> Features:
+        mean, std = stats[mod]
+        return Features(((f.values.double() - mean) / std).to(f.values.dtype), f.offsets)
+
+    phases = {
+        name: Phase(ph.name, SampleSet(z(ph.samples.audio, "audio"), z(ph.samples.video, "video"),
+                                       ph.samples.labels, ph.samples.video_ids), ph.seen, ph.unseen)
+        for name, ph in bench.phases.items()
+    }
+    info = dict(bench.info, standardised={mod: {"mean_of_means": round(float(m.mean()), 5),
+                                                "mean_of_stds": round(float(s.mean()), 5)}
+                                          for mod, (m, s) in stats.items()})
+    return Benchmark(bench.name, bench.class_names, bench.text, phases, info)
 
 
 __all__ = [
     "BenchmarkError", "EXPECTED_DIMS", "FEATURE_SUBSPLITS", "VGGISH_SCALE", "ClassTable",
-    "default_audio_scale", "load_benchmark",
+    "default_audio_scale", "load_benchmark", "standardise_features",
 ]

@@ -144,10 +144,19 @@ class Method(nn.Module):
         """[C, E] embedding of each class's text embedding."""
         raise NotImplementedError
 
-    def distances(self, batch: Batch, class_text: Tensor) -> Tensor:
+    def distances(self, batch: Batch, class_text: Tensor, normalise: bool = False) -> Tensor:
         """[B, C] distance of every sample to every class (lower is closer).
 
-        Default: plain L2 between sample and class embeddings (protocol.md section 4). Methods whose
-        score is a similarity return its negation.
+        Default: plain L2 between sample and class embeddings (protocol.md section 4); normalise: between
+        the L2-normalised embeddings (train.score_distance=cosine). Methods whose score is a similarity
+        override this and return its negation (and take normalise=False only: `scores_by_embeddings`).
         """
-        return torch.cdist(self.embed_samples(batch), self.embed_classes(class_text))
+        samples, classes = self.embed_samples(batch), self.embed_classes(class_text)
+        if normalise:
+            samples, classes = nn.functional.normalize(samples, dim=-1), nn.functional.normalize(classes, dim=-1)
+        return torch.cdist(samples, classes)
+
+    @classmethod
+    def scores_by_embeddings(cls) -> bool:
+        """Whether the method scores by the default `distances` (so train.score_distance applies to it)."""
+        return cls.distances is Method.distances

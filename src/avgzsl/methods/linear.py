@@ -101,12 +101,13 @@ class Linear(Method):
         weights, n their sum. Computed once per stage and reused for every lambda."""
         if self._stats is not None and self._stats[0] is samples:
             return self._stats[1]
+        # On the CPU, where the samples are, whatever device the model is on: the fit is one small solve.
         x = self._inputs(time_mean(samples.video), time_mean(samples.audio)).double()
         if self.cfg.standardise:
             self.mean.copy_(x.mean(0))
             self.std.copy_(x.std(0).clamp_min(1e-6))
-        x = (x - self.mean.double()) / self.std.double()
-        y = class_text[samples.labels].double()
+        x = (x - self.mean.double().cpu()) / self.std.double().cpu()
+        y = class_text.cpu()[samples.labels].double()
         w = torch.ones(len(samples), 1, dtype=torch.float64)
         if self.cfg.class_balanced:
             _, inverse, counts = torch.unique(samples.labels, return_inverse=True, return_counts=True)
