@@ -45,6 +45,8 @@ from avgzsl.config import ConfigError
 LOG = logging.getLogger("avgzsl")
 
 RETRIES = 2  # re-sends of a run whose worker died (not of a run that raised)
+START_TRIES = 60  # asks whether a restarting worker is up, START_WAIT seconds apart (a restart under load: seconds)
+START_WAIT = 0.5
 _ENV_PREFIX = "AVGZSL_"  # the driver's AVGZSL_* variables (cache dir, progress mode, test hooks) reach the workers
 
 __all__ = ["RETRIES", "RunWorker", "connect", "prepare_jobs", "require_ray", "run_on_ray"]
@@ -151,6 +153,13 @@ def _pool_size(ray, n_runs: int, cpus_per_run: float, gpus_per_run: float) -> in
     return n
 
 
+def _restarting(exc: BaseException) -> bool:
+    """Whether Ray says the actor is only unavailable for now (being restarted), not gone."""
+    from ray.exceptions import ActorUnavailableError
+
+    return isinstance(exc, ActorUnavailableError)
+
+
 def run_on_ray(jobs: list, todo: list[int], plans: list[str], results: list[dict | None], *, address: str | None,
                cpus_per_run: float, gpus_per_run: float, on_result=None) -> list[tuple[int, BaseException]]:
     """Run jobs[i] for i in todo on Ray (plans[i]: "fresh" or "continue", from `plan_run`), filling
@@ -181,6 +190,7 @@ def run_on_ray(jobs: list, todo: list[int], plans: list[str], results: list[dict
         running: dict[Any, tuple[Any, int]] = {}
         errors: list[tuple[int, BaseException]] = []
         start_error = ""
+        start_tries: dict[int, int] = {}
         t0 = time.perf_counter()
         done = 0
         bar = progress(total=len(todo), desc=f"runs (Ray, {n} at a time)", unit="run", every=60)
@@ -197,8 +207,15 @@ def run_on_ray(jobs: list, todo: list[int], plans: list[str], results: list[dict
                 try:
                     ray.get(ref)
                     idle.append(actor)
-                except RayError as exc:  # could not be (re)started: the others carry on
-                    start_error = _reason(exc)
+                except RayError as exc:
+                    key = id(actor)
+                    start_tries[key] = start_tries.get(key, 0) + 1
+                    if _restarting(exc) and start_tries[key] <= START_TRIES:
+                        # a killed worker being restarted answers "unavailable" for a moment: ask again
+                        time.sleep(START_WAIT)
+                        starting[actor.ready.remote()] = actor
+                        continue
+                    start_error = _reason(exc)  # could not be (re)started: the others carry on
                     LOG.warning("Ray: a worker could not start: %s", start_error)
                 continue
             actor, i = running.pop(ref)
