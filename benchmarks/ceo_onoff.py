@@ -18,19 +18,15 @@ import sys
 from pathlib import Path
 
 from avgzsl.config import RESUME_IGNORES, config_differences
-from avgzsl.reports import (METRICS, aggregate, fmt_difference, fmt_mean_std, load_results, mean_std,
-                            paired_difference, row_name, run_config)
+from avgzsl.reports import (METRICS, fmt_difference, fmt_mean_std, group_runs, load_results, mean_std,
+                            paired_difference, run_config)
 
 
 def by_method(folder: Path) -> dict[str, list[dict]]:
     runs = load_results([folder])
     if not runs:
         raise SystemExit(f"error: no results.json under {folder}")
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        groups.setdefault(row_name(r), []).append(r)
-    aggregate(runs)  # refuses a row that mixes configs
-    return groups
+    return group_runs(runs)  # refuses a row that mixes configs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from avgzsl.reports import fmt_difference, load_results, mean_std, paired_difference
+from avgzsl.reports import fmt_difference, fmt_mean_std, group_runs, load_results, mean_std, paired_difference
 
 
 def main() -> None:
@@ -28,10 +28,7 @@ def main() -> None:
     groups: dict[str, dict[str, list[dict]]] = {}
     for spec in args.methods:
         method, folders = spec.split("=", 1)
-        rows: dict[str, list[dict]] = {}
-        for r in load_results(folders.split(",")):
-            rows.setdefault(r.get("label") or r["method"], []).append(r)
-        groups[method] = rows
+        groups[method] = group_runs(load_results(folders.split(",")))  # a row never mixes configs
     linear = load_results([args.linear])
     probes = sorted({label.split("+", 1)[1] for rows in groups.values() for label in rows if "+" in label})
     head = "| probe | " + " | ".join(f"{m} ΔHM | {m} ΔZSL" for m in groups) + " |"
@@ -49,8 +46,8 @@ def main() -> None:
     unchanged, gap = [], []
     for method, rows in groups.items():
         for metric in ("HM", "ZSL"):
-            m, sd = mean_std([float(r["test"][metric]) for r in rows[method]])
-            unchanged.append(f"{m:.2f} ± {sd:.2f} ({len(rows[method])})")
+            stat = mean_std([float(r["test"][metric]) for r in rows[method]])
+            unchanged.append(f"{fmt_mean_std(stat, len(rows[method]))} ({len(rows[method])})")
             d = paired_difference(rows[method], linear, metric)
             report.setdefault("unchanged - linear", {}).setdefault(method, {})[metric] = d
             gap.append(fmt_difference(d))

@@ -17,7 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-from avgzsl.reports import fmt_difference, load_results, mean_std, paired_difference
+from avgzsl.reports import (check_one_config, fmt_difference, fmt_mean_std, group_runs, load_results, mean_std,
+                            paired_difference)
 
 STEPS = [  # (name, with, without)
     ("QDMA (base+qdma - base)", "base+qdma", "base"),
@@ -46,11 +47,10 @@ def main() -> None:
     lines += [header, "|---|" + "---|---|" * len(_pairs(args.settings))]
     groups_by_setting = {}
     for name, folder in _pairs(args.settings).items():
-        groups: dict[str, list[dict]] = {}
-        for r in load_results([folder]):
-            groups.setdefault(r.get("label") or r["method"], []).append(r)
+        groups = group_runs(load_results([folder]))  # a row never mixes configs
         if name in extra:
             groups["avca"] = load_results([extra[name]])
+            check_one_config("avca", groups["avca"])
         groups_by_setting[name] = groups
     for step, with_, without in STEPS:
         cells = []
@@ -71,8 +71,8 @@ def main() -> None:
             for metric in ("HM", "ZSL"):
                 runs = groups.get(label, [])
                 if runs:
-                    m, sd = mean_std([float(r["test"][metric]) for r in runs])
-                    cells.append(f"{m:.2f} ± {sd:.2f} ({len(runs)})")
+                    stat = mean_std([float(r["test"][metric]) for r in runs])
+                    cells.append(f"{fmt_mean_std(stat, len(runs))} ({len(runs)})")
                 else:
                     cells.append("-")
         means.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -263,17 +263,14 @@ def cmd_compare(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from avgzsl.reports import add_differences, aggregate, load_results, markdown_table, per_seed_table, row_name
+    from avgzsl.reports import add_differences, aggregate, group_runs, load_results, markdown_table, per_seed_table
 
     results = load_results(args.paths)
     if not results:
         raise FileNotFoundError(f"no results.json under {' '.join(args.paths)}")
     rows = aggregate(results, args.group_by)
     if args.reference:
-        groups: dict[str, list[dict]] = {}
-        for r in results:
-            groups.setdefault(row_name(r, args.group_by), []).append(r)
-        add_differences(rows, groups, args.reference)
+        add_differences(rows, group_runs(results, args.group_by), args.reference)
     print(markdown_table(rows))
     if args.per_seed:
         print(per_seed_table(results, args.group_by))

@@ -128,19 +128,26 @@ def check_one_config(name: str, runs: list[dict]) -> None:
                              f"them apart")
 
 
+def group_runs(results: list[dict], group_key: str = "label") -> dict[str, list[dict]]:
+    """{row name: its runs}, by `row_name`, in first-seen order; a row never mixes configs (`check_one_config`)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        groups[row_name(r, group_key)].append(r)
+    for name, runs in groups.items():
+        check_one_config(name, runs)
+    return dict(groups)
+
+
 def aggregate(results: list[dict], group_key: str = "label") -> list[dict]:
-    """Group runs by `group_key` (falls back to the method name) and average the test scores over seeds.
+    """Group runs by `group_key` (falls back to the method name; `group_runs`) and average the test scores
+    over seeds.
 
     A row never mixes configs (`check_one_config`). Besides mean ± std, a row counts the runs whose stage-1
     selection picked epoch 1 or 2 ("early") and whose beta is the top of the calibration grid ("beta_edge"),
     and averages the largest share of unseen test samples that the ZSL search puts on one class ("hub").
     """
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in results:
-        groups[row_name(r, group_key)].append(r)
     rows = []
-    for name, runs in groups.items():
-        check_one_config(name, runs)
+    for name, runs in group_runs(results, group_key).items():
         row = {"name": name, "n": len(runs), "seeds": sorted(r.get("seed") for r in runs)}
         for m in METRICS:
             row[m] = mean_std([float(r["test"][m]) for r in runs])

@@ -550,7 +550,7 @@ def load_benchmark(
         cached.info["cache"] = {"hit": True, "path": str(cache_file), "key": key}
         cached.info["load_seconds"] = round(time.perf_counter() - t0, 3)
         log.info("loaded %s from cache %s", cfg.dataset, cache_file)
-        return _class_embeddings(cached, cfg)
+        return _after_cache(cached, cfg)
     feats = _read_features(plan, classes.table, cfg, scale, dims, where, progress)
     phases = _compose_phases(feats, classes, cfg, scale, where)
     info = _provenance(root, cfg, scale, classes, plan, feats, key, cache_file)
@@ -559,16 +559,17 @@ def load_benchmark(
     if cache_file is not None:
         _save_cache(cache_file, key, bench)
     info["load_seconds"] = round(time.perf_counter() - t0, 3)
-    return _class_embeddings(bench, cfg)
+    return _after_cache(bench, cfg)
 
 
-def _class_embeddings(bench: Benchmark, cfg: DataConfig) -> Benchmark:
-    """cfg.class_embeddings applied to the loaded (or cached) benchmark: CEO's class table and figures with
-    "ceo" (avgzsl.ceo, cached on its own), the text embeddings as they are with "text"; then cfg.standardise."""
+def _after_cache(bench: Benchmark, cfg: DataConfig) -> Benchmark:
+    """What cfg derives from the loaded (or cached) benchmark, which holds the files' contents as they are:
+    cfg.class_embeddings (CEO's class table and figures with "ceo", see avgzsl.ceo, cached on its own; the
+    text embeddings as they are with "text"), then cfg.standardise."""
     from avgzsl.ceo import apply_class_embeddings
 
     bench = apply_class_embeddings(bench, cfg)
-    return standardise_features(bench) if getattr(cfg, "standardise", False) else bench
+    return standardise_features(bench) if cfg.standardise else bench
 
 
 def standardise_features(bench: Benchmark) -> Benchmark:
