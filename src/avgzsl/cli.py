@@ -599,5 +599,26 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BUG
 
 
+def entry() -> None:
+    """The console script (and `python -m avgzsl.cli`): `main`, then exit with its code.
+
+    After a Ctrl-C the process ends with os._exit(130) once the exit handlers have run and the streams are
+    flushed. A plain exit is not enough: when the KeyboardInterrupt lands inside an `exec` of a string (a
+    dataclass or namedtuple being built while a module imports), CPython 3.11 marks it as unhandled even
+    though `main` caught it, and the interpreter then kills itself with SIGINT at shutdown (exit -2, not 130)."""
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        import atexit
+
+        atexit._run_exitfuncs()  # noqa: SLF001  (what a normal exit would run: logging shutdown, temp files)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
