@@ -7,8 +7,10 @@ Random 512-d audio / video features and 300-d text, batch size and hyper-paramet
 configs/<dataset>/daan.yaml, a negative batch attached (as the protocol does). Each variant runs
 `optimization_step` (forward of positives and negatives, loss, backward, CSGM, Adam). The variants are
 timed in interleaved rounds and the median per variant is reported, so that a busy machine disturbs
-them alike. The number to watch is full / off: the cost of CSGM (target <= 1.3). On a busy machine that
-ratio is noisy; `csgm_own_seconds_per_step` times CSGM's own calls (eta, V_o, noise) directly.
+them alike. Each variant's FLOPs per step (torch's FLOP counter) are reported too, with the FLOP rate.
+The numbers to watch: full / off, the cost of CSGM (target <= 1.3), and full / avca against the FLOP
+ratio (target <= 2; the FLOP ratio is what the two models' arithmetic allows). On a busy machine the
+time ratios are noisy; `csgm_own_seconds_per_step` times CSGM's own calls (eta, V_o, noise) directly.
 """
 
 from __future__ import annotations
@@ -66,6 +68,17 @@ def time_csgm_calls(model: DAAN, device, acc: list[float]) -> None:
         setattr(csgm, name, timed)
 
 
+def step_flops(model, opt, batch: Batch) -> int:
+    """FLOPs of one optimisation step as torch.utils.flop_counter counts them (the optimiser's own
+    elementwise work is not counted). The step runs for real: one extra update of the model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.optimization_step(batch, opt)
+    return counter.get_total_flops()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="UCF")
@@ -98,6 +111,7 @@ def main() -> None:
             model.optimization_step(batches[name][i % 4], opts[name])
     batch_size = cfg.train.batch_size
     names = [*VARIANTS, REFERENCE]
+    flops = {name: step_flops(models[name], opts[name], batches[name][0]) for name in names}
     csgm_own: list[float] = []
     time_csgm_calls(models["csgm_full"], device, csgm_own)
 
@@ -123,6 +137,11 @@ def main() -> None:
         "ratio_vc_over_off": round(med["csgm_vc"] / med["csgm_off"], 3),
         "ratio_off_over_base": round(med["csgm_off"] / med["base"], 3),
         "ratio_full_over_avca": round(med["csgm_full"] / med[REFERENCE], 3),
+        # The arithmetic itself (torch's FLOP counter: matrix products, convolutions, attention; one step,
+        # forward + backward): a time ratio at this ratio means both models run at the same FLOP rate.
+        "gflop_per_step": {k: round(v / 1e9, 3) for k, v in flops.items()},
+        "gflop_per_second": {k: round(flops[k] / 1e9 / med[k], 1) for k in names},
+        "flop_ratio_full_over_avca": round(flops["csgm_full"] / flops[REFERENCE], 3),
     }
     print(json.dumps(report, indent=2))
     if args.out:

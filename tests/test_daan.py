@@ -15,7 +15,8 @@ from avgzsl.config import CONFIG_DIR, build_config
 from avgzsl.data.types import Batch
 from avgzsl.methods import DataDims, get_method
 from avgzsl.methods.daan import DAAN, DAANConfig, ablation_variants
-from avgzsl.methods.daan.qdma import QDMA, TCN, DifferentialAttention
+from avgzsl.methods.daan.model import CrossAttention
+from avgzsl.methods.daan.qdma import QDMA, TCN, DifferentialAttention, TokenGroupNorm
 
 
 def small_cfg(**kw) -> DAANConfig:
@@ -80,6 +81,53 @@ def test_tcn_is_causal(layers, kernel):
     x3 = x.clone()
     x3[:, :, 0] += 1
     assert not torch.allclose(tcn(x3)[:, :, min(11, layers)], y[:, :, min(11, layers)])
+
+
+@pytest.mark.parametrize("layers,kernel", [(0, 3), (2, 3), (3, 9), (5, 5)])
+def test_tcn_matmul_form_equals_the_convolutions(layers, kernel):
+    # The TCN runs each causal conv as one matmul over shifted copies (time_major) and its last conv only at
+    # the steps read (at_steps); both must equal nn.Conv1d's own convolution, values and gradients.
+    torch.manual_seed(0)
+    tcn = TCN(channels=6, layers=layers, kernel=kernel)
+    x = torch.randn(4, 6, 11, requires_grad=True)
+    h = tcn.causal(x)  # nn.Conv1d's forward on left-padded input
+    for conv in tcn.dilated:
+        h = conv(F.relu(h))
+    reference = h + x
+    torch.testing.assert_close(tcn(x), reference, rtol=1e-5, atol=1e-5)
+    idx = torch.tensor([10, 0, 3, 7])
+    rows = reference[torch.arange(4), :, idx]
+    got = tcn.at_steps(x, idx)
+    torch.testing.assert_close(got, rows, rtol=1e-5, atol=1e-5)
+    g_ref = torch.autograd.grad(rows.square().sum(), [x, *tcn.parameters()])
+    g_got = torch.autograd.grad(got.square().sum(), [x, *tcn.parameters()])
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_token_group_norm_equals_group_norm():
+    torch.manual_seed(0)
+    ours, ref = TokenGroupNorm(4, 64), torch.nn.GroupNorm(4, 64)
+    with torch.no_grad():
+        ours.weight.normal_()
+        ours.bias.normal_()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(50, 64) * 3 + 1
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    g_ours = torch.autograd.grad(ours(x).square().sum(), list(ours.parameters()))
+    g_ref = torch.autograd.grad(ref(x).square().sum(), list(ref.parameters()))
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_cross_attention_is_per_sample():
+    # DAAN's training step sends positives and negatives through the cross-attention in one call.
+    torch.manual_seed(0)
+    cross = CrossAttention(16, 2, 32, dropout=0.1).eval()
+    a, v, a2, v2 = (torch.randn(5, 16) for _ in range(4))
+    joint = cross(torch.cat([a, a2]), torch.cat([v, v2]))
+    for got, want in zip(joint, (torch.cat(p) for p in zip(cross(a, v), cross(a2, v2)))):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 # --- (f) temporal features and masks --------------------------------------------------------------
