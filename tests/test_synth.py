@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import pickle
 from pathlib import Path
@@ -292,6 +293,29 @@ def test_corrupted_streams():
     a = np.concatenate([s["audio_corrupt"] for s in samples.values()])
     v = np.concatenate([s["video_corrupt"] for s in samples.values()])
     assert (a != v).sum() > 0.5 * (a | v).sum(), "audio and video are corrupted independently"
+
+
+def test_gain_sets_how_nonlinear_the_text_to_feature_map_is(tmp_path):
+    rng = np.random.default_rng(0)
+    semantic = {f"c{i}": v for i, v in enumerate(synth._unit(rng.standard_normal((6, 300))))}
+    u = np.stack([SynthModel(semantic, DEFAULT_DIFFICULTY, seed=0).latent["video"][c] for c in semantic])
+
+    def saturated(gain):  # share of the MLP's hidden units past tanh's knee for the class latents
+        mlp = SynthModel(semantic, DEFAULT_DIFFICULTY, seed=0, gain=gain).mlp["video"]
+        return (np.abs(np.tanh(u.astype(np.float32) @ mlp["w1"] + mlp["b1"])) > 0.95).mean()
+
+    assert saturated(8.0) > 0.7 > 0.35 > saturated(synth.MLP_GAIN), (saturated(8.0), saturated(synth.MLP_GAIN))
+    default = generate_benchmark(tmp_path / "a", scale=0.01, dataset="Tiny", temporal=False, progress=False)
+    assert "gain" not in json.loads((default / "synth_info_main.json").read_text())  # default files unchanged
+    root = generate_benchmark(tmp_path / "b", scale=0.01, dataset="Tiny", temporal=False, progress=False, gain=8.0)
+    assert json.loads((root / "synth_info_main.json").read_text())["gain"] == 8.0
+    c = _lines(layout.split_class_file(root, "main_split", "stage_1_train"))[0]
+    x8 = _read_avg(layout.class_feature_file(root, "main", False, "video", "stage_1_train", c))[0]
+    x = _read_avg(layout.class_feature_file(default, "main", False, "video", "stage_1_train", c))[0]
+    assert x8.shape == x.shape and not np.allclose(x8, x)
+    with pytest.raises(ValueError, match="gain"):
+        generate_benchmark(tmp_path / "c", scale=0.01, dataset="Tiny", progress=False, gain=0.0)
+    assert not (tmp_path / "c").exists()  # refused before anything was written
 
 
 def test_cls_feature_set(tmp_path):

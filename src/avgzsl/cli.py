@@ -114,6 +114,8 @@ def cmd_synth(args) -> int:
     from avgzsl.data.synth import generate_benchmark
 
     kwargs = {} if args.difficulty is None else {"difficulty": args.difficulty}
+    if args.gain is not None:
+        kwargs["gain"] = args.gain
     path = generate_benchmark(args.out, source=args.source, like=args.like, dataset=args.name, scale=args.scale,
                               seed=args.seed, temporal=not args.no_temporal, progress=not args.quiet, **kwargs)
     print(f"wrote synthetic benchmark to {path}")
@@ -366,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.0, help="multiplies the real per-class sample counts")
     p.add_argument("--difficulty", type=float, default=None, help="0..1: class appearance not explained by text "
                                                                   "(default 0.75)")
+    p.add_argument("--gain", type=float, default=None, help="tanh gain of the random text-to-feature map (default "
+                                                            "1.5); larger makes features a less linear function of text")
     p.add_argument("--seed", type=int, default=0, help="everything is a function of the seed")
     p.add_argument("--no-temporal", action="store_true", help="skip the per-second (TCaF) files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

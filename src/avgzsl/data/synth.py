@@ -18,7 +18,10 @@ sub-split), so the output is byte-identical for a seed):
    explain; the private part is what zero-shot transfer cannot recover.
 3. Fixed per-modality "feature extractor" f_m(u) = W2 tanh(g W1 u + b1), a random 2-layer MLP shared by
    all classes (seen and unseen), standardised to unit RMS signal per dimension. So a map learned on
-   seen classes transfers to unseen classes. The MLPs depend on the seed and feature set only.
+   seen classes transfers to unseen classes. The MLPs depend on the seed and feature set only. The gain
+   g (`gain`, default 1.5) sets how far f_m is from linear: at the default a ridge map from features
+   back to text already does well; a larger gain saturates the tanh, so the text-to-feature relation
+   is strongly nonlinear (a sharper test of the closed-form linear reference against deep methods).
 4. A video i of class c: latent jitter u_i = u_cm + tau_m e_i (nonlinear within-class variation), signal
    f_m(u_i); plus sample noise: isotropic (sigma_m) and low-rank "nuisance" directions (recording
    conditions, shared by all classes), and a fixed per-modality offset. Video is the more informative
@@ -196,12 +199,15 @@ def _synthetic_name_map(names: list[str]) -> list[tuple[str, str]]:
 class SynthModel:
     """The fixed generative model of one benchmark and feature set (see the module docstring)."""
 
-    def __init__(self, semantic: dict[str, np.ndarray], difficulty: float, seed: int, feature_set: str = "main"):
+    def __init__(self, semantic: dict[str, np.ndarray], difficulty: float, seed: int, feature_set: str = "main",
+                 gain: float = MLP_GAIN):
         if not 0.0 <= difficulty <= 1.0:
             raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
         if feature_set not in FEATURE_DIMS:
             raise ValueError(f"unknown feature set {feature_set!r}; expected one of {tuple(FEATURE_DIMS)}")
-        self.seed, self.difficulty, self.feature_set = seed, float(difficulty), feature_set
+        if not gain > 0:
+            raise ValueError(f"gain must be positive, got {gain}")
+        self.seed, self.difficulty, self.feature_set, self.gain = seed, float(difficulty), feature_set, float(gain)
         self.classes = sorted(semantic)
         text = np.stack([np.asarray(semantic[c], dtype=np.float64) for c in self.classes])
         text = _unit(text - text.mean(0))
@@ -219,7 +225,7 @@ class SynthModel:
         r = _rng(self.seed, "mlp", self.feature_set, modality)
         f32 = np.float32
         mlp = {
-            "w1": (r.standard_normal((TEXT_DIM, HIDDEN)) * MLP_GAIN).astype(f32),
+            "w1": (r.standard_normal((TEXT_DIM, HIDDEN)) * self.gain).astype(f32),
             "b1": (r.standard_normal(HIDDEN) * 0.5).astype(f32),
             "w2": (r.standard_normal((HIDDEN, dim)) / np.sqrt(HIDDEN)).astype(f32),
             "nuisance": (r.standard_normal((NUISANCE_RANK, dim)) / np.sqrt(NUISANCE_RANK)).astype(f32),
@@ -370,6 +376,7 @@ def generate_benchmark(
     temporal: bool = True,
     progress: bool = True,
     like: str | None = None,
+    gain: float = MLP_GAIN,
 ) -> Path:
     """Write a synthetic benchmark in the real layout and return its folder, out_dir/<dataset>.
 
@@ -389,9 +396,12 @@ def generate_benchmark(
         like: instead of `source`, the name of a packaged real benchmark ("UCF", "ActivityNet" or
             "VGGSound", see avgzsl.data.packaged.available()): the same output as `source=` that
             benchmark's real folder, with nothing outside the package.
+        gain: the tanh gain of the text-to-feature MLPs (module docstring, 3); larger is less linear.
     """
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
+    if not gain > 0:
+        raise ValueError(f"gain must be positive, got {gain} (--gain)")
     if feature_set not in FEATURE_DIMS:
         raise ValueError(f"unknown feature set {feature_set!r}; expected one of {tuple(FEATURE_DIMS)}")
     if source is not None and like is not None:
@@ -422,6 +432,8 @@ def generate_benchmark(
             "source": str(source) if source is not None else None}
     if like is not None:  # only then, so that the other modes' info files stay as they were
         info["like"] = meta.dataset
+    if gain != MLP_GAIN:  # likewise: default benchmarks keep their info files
+        info["gain"] = gain
     info.update(scale=scale, difficulty=difficulty, seed=seed, feature_set=feature_set, temporal=temporal,
                 audio=asdict(AUDIO), video=asdict(VIDEO))
     root.mkdir(parents=True, exist_ok=True)
@@ -450,7 +462,7 @@ def generate_benchmark(
         write_text_embeddings(d / "text" / layout.text_file_name(dataset), embeddings)
 
     # Features, class by class (jobs class-major, so the progress bar counts classes).
-    model = SynthModel(spec.semantic, difficulty, seed, feature_set)
+    model = SynthModel(spec.semantic, difficulty, seed, feature_set, gain=gain)
     classes = sorted({c for sub in SAMPLE_SUBSPLITS for c in spec.counts[sub]})
     jobs = [(c, sub, spec.counts[sub][c]) for c in classes for sub in SAMPLE_SUBSPLITS if c in spec.counts[sub]]
     ids, seen_ids = {}, set()
