@@ -24,6 +24,7 @@ What the reference does, as read from its code:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -75,6 +76,9 @@ class AVCAConfig(OptimConfig):
     # Off by default: they are side effects of the reference's logging code, add ~30 % to every step,
     # and leave the evaluation BN statistics following another random training batch. True reproduces them.
     reference_bn_updates: bool = False
+    # Not in the reference: "fixed" makes the joint space the text space (theta_w = w; needs out_dim 300), a
+    # probe of whether learning P_w from the seen texts alone costs unseen accuracy (README, "The linear gap").
+    text_side: Literal["learned", "fixed"] = "learned"
 
 
 @register_method("avca")
@@ -103,6 +107,7 @@ class AVCA(Method):
         self.head = AlignmentHead(
             cfg.phi_dim, dims.text_dim, cfg.out_dim, dec_hidden, cfg.decoder_dropout, cfg.additional_dropout,
             momentum=m if dec_hidden else other, hidden_momentum=other, single_momentum=other,
+            text_side=cfg.text_side,
         )
 
     # --- forward pieces -----------------------------------------------------------------------------

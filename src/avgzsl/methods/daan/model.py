@@ -80,6 +80,9 @@ class DAANConfig(OptimConfig):
     csgm_negatives: bool = True  # [R] sample i's negative's QDMA pass gets sample i's eta too
     # --- scoring
     predict_from: Literal["video", "audio", "mean"] = "video"  # [R] video (AVCA: theta_v) | audio | mean (of theta_a and theta_v)
+    # Not in the paper: "fixed" makes the joint space the text space (theta_w = w), a probe of whether learning
+    # P_w from the seen texts alone costs unseen accuracy (README, "The linear gap").
+    text_side: Literal["learned", "fixed"] = "learned"
 
 
 # The paper's Table II rows as method-config overrides (`avgzsl ablate --method daan`).
@@ -203,7 +206,7 @@ class DAAN(Method):
         else:
             self.cross = NoCross()
         self.head = AlignmentHead(h, dims.text_dim, cfg.out_dim, None, cfg.decoder_dropout, cfg.additional_dropout,
-                                  cfg.momentum)
+                                  cfg.momentum, text_side=cfg.text_side)
         self.csgm: CSGM | None = None
         if cfg.csgm != "off":
             parts = {}
