@@ -98,8 +98,11 @@ class CausalConv1d(nn.Conv1d):
         t, (k,), (d,) = x.shape[1], self.kernel_size, self.dilation
         padded = F.pad(x, (0, 0, self.left, 0))
         cols = torch.cat([padded[:, j * d: j * d + t] for j in range(k)], dim=-1)  # [B, T, k*C], tap-major
-        weight = self.weight.permute(0, 2, 1).reshape(self.out_channels, -1)  # [C', k*C], same tap-major order
-        return F.linear(cols, weight, self.bias)
+        return F.linear(cols, self.tap_weight(), self.bias)
+
+    def tap_weight(self) -> Tensor:
+        """The kernel as [C', k*C] in tap-major order (oldest tap first), to multiply stacked shifted inputs."""
+        return self.weight.permute(0, 2, 1).reshape(self.out_channels, -1)
 
 
 class TCN(nn.Module):
@@ -141,8 +144,7 @@ class TCN(nn.Module):
         taps = idx[:, None] - d * torch.arange(k - 1, -1, -1, device=idx.device)  # [B, k], oldest first
         rows = torch.arange(h.shape[0], device=h.device)[:, None]
         cols = (h[rows, taps.clamp_min(0)] * (taps >= 0)[..., None].to(h.dtype)).flatten(1)  # [B, k*C]
-        weight = last.weight.permute(0, 2, 1).reshape(last.out_channels, -1)
-        return F.linear(cols, weight, last.bias) + xt[rows[:, 0], idx]
+        return F.linear(cols, last.tap_weight(), last.bias) + xt[rows[:, 0], idx]
 
 
 def sinusoidal(t: int, dim: int, device=None, dtype=None) -> Tensor:
