@@ -54,9 +54,10 @@ class AlignmentHead(nn.Module):
         momentum: BN momentum of the output BN of P_a, P_v.
         hidden_momentum: BN momentum of P_a / P_v's hidden BN (None = momentum).
         single_momentum: BN momentum of the one-layer nets P_w, D, R_a, R_v (None = momentum).
-        text_side: "learned" (P_w, as the references) or "fixed" (theta_w = w: the joint space is the text
-            space itself, as for the linear reference; needs out_dim == text_dim). A probe of the linear
-            gap: P_w is learned from the seen classes' texts only (30 on UCF's stage 1).
+        text_side: "learned" (P_w trained, as the references) or "frozen" (P_w keeps its random
+            initialisation: no gradient reaches its weights; its BatchNorm and dropout work as usual). A
+            probe of the linear gap: a learned P_w is fit to the seen classes' texts only (30 on UCF's
+            stage 1), while the linear reference has nothing to learn on the text side.
     """
 
     def __init__(
@@ -73,15 +74,14 @@ class AlignmentHead(nn.Module):
         text_side: str = "learned",
     ):
         super().__init__()
-        if text_side not in ("learned", "fixed"):
-            raise ValueError(f"method.text_side must be 'learned' or 'fixed', got {text_side!r}")
-        if text_side == "fixed" and out_dim != text_dim:
-            raise ValueError(f"method.text_side=fixed needs a joint space of the text's size: set method.out_dim="
-                             f"{text_dim} (it is {out_dim})")
+        if text_side not in ("learned", "frozen"):
+            raise ValueError(f"method.text_side must be 'learned' or 'frozen', got {text_side!r}")
         single = momentum if single_momentum is None else single_momentum
         self.P_a = EmbeddingNet(phi_dim, out_dim, proj_hidden, proj_dropout, momentum, hidden_momentum=hidden_momentum)
         self.P_v = EmbeddingNet(phi_dim, out_dim, proj_hidden, proj_dropout, momentum, hidden_momentum=hidden_momentum)
-        self.P_w = EmbeddingNet(text_dim, out_dim, None, dropout, single) if text_side == "learned" else nn.Identity()
+        self.P_w = EmbeddingNet(text_dim, out_dim, None, dropout, single)
+        if text_side == "frozen":
+            self.P_w.requires_grad_(False)
         self.D = EmbeddingNet(out_dim, text_dim, None, dropout, single)
         self.R_a = EmbeddingNet(out_dim, phi_dim, None, dropout, single)
         self.R_v = EmbeddingNet(out_dim, phi_dim, None, dropout, single)

@@ -76,9 +76,9 @@ class AVCAConfig(OptimConfig):
     # Off by default: they are side effects of the reference's logging code, add ~30 % to every step,
     # and leave the evaluation BN statistics following another random training batch. True reproduces them.
     reference_bn_updates: bool = False
-    # Not in the reference: "fixed" makes the joint space the text space (theta_w = w; needs out_dim 300), a
-    # probe of whether learning P_w from the seen texts alone costs unseen accuracy (README, "The linear gap").
-    text_side: Literal["learned", "fixed"] = "learned"
+    # Not in the reference: "frozen" keeps the text projection P_w at its random initialisation, a probe of
+    # whether fitting P_w to the seen classes' texts alone costs unseen accuracy (README, "The linear gap").
+    text_side: Literal["learned", "frozen"] = "learned"
 
 
 @register_method("avca")

@@ -80,9 +80,9 @@ class DAANConfig(OptimConfig):
     csgm_negatives: bool = True  # [R] sample i's negative's QDMA pass gets sample i's eta too
     # --- scoring
     predict_from: Literal["video", "audio", "mean"] = "video"  # [R] video (AVCA: theta_v) | audio | mean (of theta_a and theta_v)
-    # Not in the paper: "fixed" makes the joint space the text space (theta_w = w), a probe of whether learning
-    # P_w from the seen texts alone costs unseen accuracy (README, "The linear gap").
-    text_side: Literal["learned", "fixed"] = "learned"
+    # Not in the paper: "frozen" keeps the text projection P_w at its random initialisation, a probe of whether
+    # fitting P_w to the seen classes' texts alone costs unseen accuracy (README, "The linear gap").
+    text_side: Literal["learned", "frozen"] = "learned"
 
 
 # The paper's Table II rows as method-config overrides (`avgzsl ablate --method daan`).
