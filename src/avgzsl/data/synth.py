@@ -400,8 +400,6 @@ def generate_benchmark(
     """
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
-    if not gain > 0:
-        raise ValueError(f"gain must be positive, got {gain} (--gain)")
     if feature_set not in FEATURE_DIMS:
         raise ValueError(f"unknown feature set {feature_set!r}; expected one of {tuple(FEATURE_DIMS)}")
     if source is not None and like is not None:
@@ -418,6 +416,8 @@ def generate_benchmark(
     else:
         dataset = dataset or "Synthetic"
         spec = _spec_synthetic(dataset, seed, scale)
+    # Built before anything is written: it refuses a bad difficulty or gain. Its draws are keyed, not ordered.
+    model = SynthModel(spec.semantic, difficulty, seed, feature_set, gain=gain)
     root = Path(out_dir) / dataset
     split_dir = layout.class_split_dir(root)
     name_map_name = layout.name_map_file(root, dataset).name
@@ -462,7 +462,6 @@ def generate_benchmark(
         write_text_embeddings(d / "text" / layout.text_file_name(dataset), embeddings)
 
     # Features, class by class (jobs class-major, so the progress bar counts classes).
-    model = SynthModel(spec.semantic, difficulty, seed, feature_set, gain=gain)
     classes = sorted({c for sub in SAMPLE_SUBSPLITS for c in spec.counts[sub]})
     jobs = [(c, sub, spec.counts[sub][c]) for c in classes for sub in SAMPLE_SUBSPLITS if c in spec.counts[sub]]
     ids, seen_ids = {}, set()

@@ -120,10 +120,7 @@ class TCN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         xt = x.transpose(1, 2)  # time-major: each conv is one matmul (CausalConv1d.time_major)
-        h = self.causal.time_major(xt)
-        for conv in self.dilated:
-            h = conv.time_major(F.relu(h))
-        return (h + xt).transpose(1, 2)
+        return (self._last().time_major(self._into_last(xt)) + xt).transpose(1, 2)
 
     def at_steps(self, x: Tensor, idx: Tensor) -> Tensor:
         """forward(x)[b, :, idx[b]] for each sample b: [B, C, T], idx [B] -> [B, C].
@@ -133,18 +130,24 @@ class TCN(nn.Module):
         Same values as forward(); a third of the TCN's arithmetic less with two layers.
         """
         xt = x.transpose(1, 2)
-        convs = [self.causal, *self.dilated]
-        h = xt
-        for i, conv in enumerate(convs[:-1]):
-            h = conv.time_major(h if i == 0 else F.relu(h))
-        if len(convs) > 1:
-            h = F.relu(h)
-        last = convs[-1]
+        h, last = self._into_last(xt), self._last()
         (k,), (d,) = last.kernel_size, last.dilation
         taps = idx[:, None] - d * torch.arange(k - 1, -1, -1, device=idx.device)  # [B, k], oldest first
         rows = torch.arange(h.shape[0], device=h.device)[:, None]
         cols = (h[rows, taps.clamp_min(0)] * (taps >= 0)[..., None].to(h.dtype)).flatten(1)  # [B, k*C]
         return F.linear(cols, last.tap_weight(), last.bias) + xt[rows[:, 0], idx]
+
+    def _last(self) -> CausalConv1d:
+        return self.dilated[-1] if len(self.dilated) else self.causal
+
+    def _into_last(self, xt: Tensor) -> Tensor:
+        """The last conv's input, time-major [B, T, C]: every conv before it, a ReLU before each dilated conv."""
+        if not len(self.dilated):
+            return xt
+        h = self.causal.time_major(xt)
+        for conv in self.dilated[:-1]:
+            h = conv.time_major(F.relu(h))
+        return F.relu(h)
 
 
 def sinusoidal(t: int, dim: int, device=None, dtype=None) -> Tensor:
